@@ -1,0 +1,1 @@
+"""The pure model: field catalog, events, lifecycle rules, funnels. No I/O here."""

@@ -1,0 +1,482 @@
+"""Platform events (DESIGN.md §4.3) as versioned pydantic models, and the one parser that reads them.
+
+An event is `{id, type, version, occurred_at, patient: {id, anonymous_id}, data}`. `id` is the
+idempotency key. `parse_event` is the only door in: it checks the envelope, picks the data model
+for `(type, version)` and returns an `Event`, or raises `EventRejected` whose message names the
+field and the rule but never repeats a value (values may be PHI).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from telecrm.domain.identity import InvalidIdentity, clean_name, normalise_email, normalise_phone
+
+MAX_FUTURE_SKEW = timedelta(minutes=5)  # clocks drift; an event from further ahead is a bug
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+def _email(v: str) -> str:
+    try:
+        return normalise_email(v)
+    except InvalidIdentity as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _phone(v: str) -> str:
+    try:
+        return normalise_phone(v)
+    except InvalidIdentity as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _name(v: str) -> str:
+    try:
+        return clean_name(v)
+    except InvalidIdentity as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _text(v: str) -> str:
+    try:
+        return clean_name(v, max_length=500)
+    except InvalidIdentity as exc:
+        raise ValueError(str(exc)) from None
+
+
+Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
+Phone = Annotated[str, Field(max_length=40), AfterValidator(_phone)]
+Name = Annotated[str, Field(max_length=200), AfterValidator(_name)]
+Text = Annotated[str, Field(max_length=1000), AfterValidator(_text)]
+Code = Annotated[str, Field(pattern=r"^[a-z0-9_\-]{1,64}$")]
+Money = Annotated[float, Field(ge=0, le=1_000_000)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class PatientRef(_Model):
+    id: Identifier | None = None
+    anonymous_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PatientRef:
+        if self.id is None and self.anonymous_id is None:
+            raise ValueError("needs an id or an anonymous_id")
+        return self
+
+
+class Address(_Model):
+    line1: Text | None = None
+    city: Name | None = None
+    state: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+    postal_code: Annotated[str, Field(pattern=r"^\d{5}(-\d{4})?$")] | None = None
+
+
+class EmergencyContact(_Model):
+    name: Name
+    phone: Phone
+    relation: Code | None = None
+
+
+class CommunicationPreferences(_Model):
+    preferred_channel: Literal["email", "sms", "none"] | None = None
+    email_consent: bool | None = None
+    sms_consent: bool | None = None
+    marketing_consent: bool | None = None
+    quiet_hours_start: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] | None = None
+    quiet_hours_end: Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] | None = None
+
+
+class Symptom(_Model):
+    name: Text
+    severity: Annotated[int, Field(ge=0, le=10)]
+
+
+class PaymentMethod(_Model):
+    brand: Code
+    last4: Annotated[str, Field(pattern=r"^\d{4}$")]  # never a card number: §4.1
+
+
+class Insurance(_Model):
+    provider: Text
+    member_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9\-]{1,40}$")]
+
+
+class _PatientDetails(_Model):
+    first_name: Name | None = None
+    last_name: Name | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    date_of_birth: date | None = None
+    sex: Literal["female", "male", "intersex", "unknown"] | None = None
+    language: Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")] | None = None
+    address: Address | None = None
+    timezone: Annotated[str, Field(pattern=r"^[A-Za-z_]+(/[A-Za-z_\-+0-9]+){0,2}$")] | None = None
+    emergency_contact: EmergencyContact | None = None
+    communication_preferences: CommunicationPreferences | None = None
+    insurance: Insurance | None = None
+    billing_cycle: Literal["monthly", "quarterly", "annual"] | None = None
+    paperless_billing: bool | None = None
+    conditions: tuple[Text, ...] | None = None
+    medications: tuple[Text, ...] | None = None
+    allergies: tuple[Text, ...] | None = None
+    provider_preference: Text | None = None
+
+    @model_validator(mode="after")
+    def _plausible_birth(self) -> _PatientDetails:
+        if self.date_of_birth is not None and not (
+            date(1900, 1, 1) <= self.date_of_birth <= date(2100, 1, 1)
+        ):
+            raise ValueError("date_of_birth is outside 1900-2100")
+        return self
+
+
+class PatientRegistered(_PatientDetails):
+    first_name: Name
+    last_name: Name
+    email: Email
+    acquisition_channel: Code | None = None
+
+
+class PatientUpdated(_PatientDetails):
+    @model_validator(mode="after")
+    def _not_empty(self) -> PatientUpdated:
+        if not self.model_fields_set:
+            raise ValueError("an update must change at least one field")
+        return self
+
+
+class PatientDeleted(_Model):
+    reason: Code | None = None
+
+
+class SessionTracked(_Model):
+    page: Annotated[str, Field(max_length=200)] | None = None
+    channel: Code | None = None
+    feature: Code | None = None
+
+
+class QuestionnaireStarted(_Model):
+    questionnaire_id: Identifier
+    condition_area: Code | None = None
+
+
+class ConsultationSubmitted(_Model):
+    consultation_id: Identifier
+    condition_area: Code | None = None
+    symptoms: tuple[Symptom, ...] = ()
+    conditions: tuple[Text, ...] = ()
+    medications: tuple[Text, ...] = ()
+    allergies: tuple[Text, ...] = ()
+
+
+class ConsultationAssigned(_Model):
+    consultation_id: Identifier
+    provider_id: Identifier
+
+
+class ConsultationAccepted(_Model):
+    consultation_id: Identifier
+    provider_id: Identifier
+
+
+class PrescriptionApproved(_Model):
+    prescription_id: Identifier
+    consultation_id: Identifier | None = None
+    medication: Text
+    days_supply: Annotated[int, Field(ge=1, le=365)] = 30
+    refills: Annotated[int, Field(ge=0, le=24)] = 0
+
+
+class TreatmentPlanUpdated(_Model):
+    treatment_plan_id: Identifier
+    status: Literal["created", "updated", "completed", "discontinued"]
+    outcome: Text | None = None
+    progress: Text | None = None
+
+
+class RefillDue(_Model):
+    prescription_id: Identifier
+    due_on: date
+
+
+class OrderPaid(_Model):
+    order_id: Identifier
+    amount: Money
+    currency: Literal["USD"] = "USD"
+    recurring: bool = False
+    subscription_id: Identifier | None = None
+    payment_method: PaymentMethod | None = None
+
+
+class SubscriptionStarted(_Model):
+    subscription_id: Identifier
+    tier: Code
+    interval: Literal["monthly", "quarterly", "annual"] = "monthly"
+    amount: Money
+
+
+class SubscriptionRenewed(_Model):
+    subscription_id: Identifier
+    amount: Money | None = None
+
+
+class SubscriptionRenewalApproaching(_Model):
+    subscription_id: Identifier
+    renews_at: AwareDatetime
+
+
+class SubscriptionCancelled(_Model):
+    subscription_id: Identifier
+    ends_at: AwareDatetime  # service runs to the end of the paid period, then lapses
+    reason: Code | None = None
+
+
+class PaymentFailed(_Model):
+    order_id: Identifier | None = None
+    subscription_id: Identifier | None = None
+    amount: Money | None = None
+    reason: Code
+
+
+class SupportTicketCreated(_Model):
+    ticket_id: Identifier
+    category: Code
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+
+
+class ReferralMade(_Model):
+    referral_id: Identifier
+
+
+class ReviewPosted(_Model):
+    review_id: Identifier
+    rating: Annotated[int, Field(ge=1, le=5)]
+
+
+class MessageEngagement(_Model):
+    """Delivery and engagement reports that come back from SendGrid and Twilio."""
+
+    message_id: Identifier
+    template: Code | None = None
+
+
+DATA_MODELS: dict[tuple[str, int], type[_Model]] = {
+    ("patient.registered", 1): PatientRegistered,
+    ("patient.updated", 1): PatientUpdated,
+    ("patient.deleted", 1): PatientDeleted,
+    ("session.tracked", 1): SessionTracked,
+    ("questionnaire.started", 1): QuestionnaireStarted,
+    ("consultation.submitted", 1): ConsultationSubmitted,
+    ("consultation.assigned", 1): ConsultationAssigned,
+    ("consultation.accepted", 1): ConsultationAccepted,
+    ("prescription.approved", 1): PrescriptionApproved,
+    ("treatment_plan.updated", 1): TreatmentPlanUpdated,
+    ("refill.due", 1): RefillDue,
+    ("order.paid", 1): OrderPaid,
+    ("subscription.started", 1): SubscriptionStarted,
+    ("subscription.renewed", 1): SubscriptionRenewed,
+    ("subscription.renewal_approaching", 1): SubscriptionRenewalApproaching,
+    ("subscription.cancelled", 1): SubscriptionCancelled,
+    ("payment.failed", 1): PaymentFailed,
+    ("support_ticket.created", 1): SupportTicketCreated,
+    ("referral.made", 1): ReferralMade,
+    ("review.posted", 1): ReviewPosted,
+    **{
+        (f"email.{kind}", 1): MessageEngagement
+        for kind in ("delivered", "opened", "clicked", "bounced", "unsubscribed")
+    },
+    **{
+        (f"sms.{kind}", 1): MessageEngagement
+        for kind in ("delivered", "failed", "replied", "opted_out")
+    },
+}
+
+EVENT_TYPES: frozenset[str] = frozenset(t for t, _ in DATA_MODELS)
+
+TRIGGERS: tuple[str, ...] = (
+    "patient.registered",
+    "consultation.submitted",
+    "order.paid",
+    "prescription.approved",
+    "refill.due",
+    "subscription.renewal_approaching",
+    "support_ticket.created",
+    "treatment_plan.updated",
+)
+
+# Events that need a known patient: everything but a visitor's anonymous session and the
+# registration that creates the patient.
+NEEDS_KNOWN_PATIENT: frozenset[str] = EVENT_TYPES - {"session.tracked", "patient.registered"}
+
+
+class Envelope(_Model):
+    id: Identifier
+    type: str
+    version: Annotated[int, Field(ge=1)] = 1
+    occurred_at: AwareDatetime
+    patient: PatientRef
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Event(_Model):
+    """A validated event: the envelope plus its typed data."""
+
+    id: str
+    type: str
+    version: int
+    occurred_at: datetime
+    patient_id: str | None
+    anonymous_id: str | None
+    data: _Model
+
+    @property
+    def patient_key(self) -> str:
+        """The key events are ordered under: the patient id, else the visitor's anonymous id."""
+        return self.patient_id if self.patient_id is not None else f"anon:{self.anonymous_id}"
+
+    def data_dict(self) -> dict[str, Any]:
+        return self.data.model_dump(mode="json", exclude_none=True)
+
+    def to_wire(self) -> dict[str, Any]:
+        patient: dict[str, str] = {}
+        if self.patient_id is not None:
+            patient["id"] = self.patient_id
+        if self.anonymous_id is not None:
+            patient["anonymous_id"] = self.anonymous_id
+        return {
+            "id": self.id,
+            "type": self.type,
+            "version": self.version,
+            "occurred_at": self.occurred_at.isoformat(),
+            "patient": patient,
+            "data": self.data_dict(),
+        }
+
+
+class EventRejected(ValueError):
+    """An event that telecrm will not accept. `reason` is a stable code for metrics."""
+
+    def __init__(self, reason: str, detail: str, *, event_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.event_id = event_id
+
+
+def _describe(exc: ValidationError, prefix: str = "") -> str:
+    """Pydantic's errors, minus the offending input (it may be PHI)."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else "")
+
+
+def parse_event(raw: Any, *, now: datetime) -> Event:
+    """Validate one wire event. Raises EventRejected with a PHI-free message."""
+    if not isinstance(raw, dict):
+        raise EventRejected("malformed", "an event must be a JSON object")
+    event_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    try:
+        env = Envelope.model_validate(raw)
+    except ValidationError as exc:
+        raise EventRejected("invalid_envelope", _describe(exc), event_id=event_id) from None
+    model = DATA_MODELS.get((env.type, env.version))
+    if model is None:
+        if env.type not in EVENT_TYPES:
+            raise EventRejected(
+                "unknown_type", f"unknown event type {env.type[:64]!r}", event_id=env.id
+            )
+        raise EventRejected(
+            "unknown_version",
+            f"{env.type} has no version {env.version} (known: 1)",
+            event_id=env.id,
+        )
+    if env.occurred_at > now + MAX_FUTURE_SKEW:
+        raise EventRejected(
+            "future_timestamp",
+            "occurred_at is more than 5 minutes in the future",
+            event_id=env.id,
+        )
+    if env.type in NEEDS_KNOWN_PATIENT and env.patient.id is None:
+        raise EventRejected("missing_patient", f"{env.type} needs patient.id", event_id=env.id)
+    if env.type == "patient.registered" and env.patient.id is None:
+        raise EventRejected(
+            "missing_patient", "patient.registered needs patient.id", event_id=env.id
+        )
+    try:
+        data = model.model_validate(env.data)
+    except ValidationError as exc:
+        raise EventRejected("invalid_data", _describe(exc, "data."), event_id=env.id) from None
+    return Event(
+        id=env.id,
+        type=env.type,
+        version=env.version,
+        occurred_at=env.occurred_at,
+        patient_id=env.patient.id,
+        anonymous_id=env.patient.anonymous_id,
+        data=data,
+    )
+
+
+def event_from_stored(
+    *,
+    event_id: str,
+    type_: str,
+    version: int,
+    occurred_at: datetime,
+    patient_id: str | None,
+    anonymous_id: str | None,
+    data: dict[str, Any],
+) -> Event:
+    """Rebuild an Event from the log (already validated once when it came in)."""
+    model = DATA_MODELS[(type_, version)]
+    return Event(
+        id=event_id,
+        type=type_,
+        version=version,
+        occurred_at=occurred_at,
+        patient_id=patient_id,
+        anonymous_id=anonymous_id,
+        data=model.model_validate(data),
+    )
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """One JSON Schema per (type, version): the envelope with `data` replaced by its model."""
+    schemas: dict[str, dict[str, Any]] = {}
+    envelope = Envelope.model_json_schema()
+    for (type_, version), model in sorted(DATA_MODELS.items()):
+        data_schema = model.model_json_schema()
+        defs = {**envelope.get("$defs", {}), **data_schema.pop("$defs", {})}
+        props = dict(envelope["properties"])
+        props["type"] = {"const": type_, "type": "string"}
+        props["version"] = {"const": version, "type": "integer"}
+        props["data"] = data_schema
+        schemas[f"{type_}.v{version}"] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"{type_} v{version}",
+            "type": "object",
+            "properties": props,
+            "required": ["id", "type", "occurred_at", "patient", "data"],
+            "additionalProperties": False,
+            "$defs": defs,
+        }
+    return schemas
