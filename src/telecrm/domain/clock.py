@@ -33,3 +33,16 @@ class FrozenClock:
 
     def set(self, at: datetime) -> None:
         self._at = at
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(at: datetime) -> int:
+    """Microseconds since the epoch: how instants are stored, so both engines sort them alike."""
+    delta = at - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)

@@ -1,0 +1,1 @@
+"""Intake: webhook signatures, idempotency, the append-only event log, bulk import."""

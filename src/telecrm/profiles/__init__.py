@@ -1,0 +1,1 @@
+"""The profile projection and lifecycle engine: events in per-patient order become profiles and stages."""

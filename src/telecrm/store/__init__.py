@@ -1,0 +1,1 @@
+"""Storage: the shared SQLAlchemy metadata, engines for SQLite and PostgreSQL, migrations."""

@@ -1,0 +1,10 @@
+"""Imports every part's tables so the metadata (and Alembic) sees the whole schema."""
+
+from __future__ import annotations
+
+from telecrm.ingest import tables as ingest_tables
+from telecrm.profiles import tables as profile_tables
+from telecrm.security import tables as security_tables
+from telecrm.store.metadata import metadata
+
+__all__ = ["ingest_tables", "metadata", "profile_tables", "security_tables"]

@@ -1,0 +1,78 @@
+"""Suite-wide fixtures: every database test runs on SQLite and on PostgreSQL, on a fresh schema."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from telecrm.domain.clock import FrozenClock
+from telecrm.store.engine import make_engine
+from telecrm.store.migrate import upgrade_to_head
+from telecrm.store.schema import metadata
+from tests.support import postgres
+
+ENGINES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    try:
+        admin = postgres.admin_url()
+    except postgres.NoPostgres as exc:
+        pytest.exit(f"PostgreSQL suite cannot run: {exc}", returncode=3)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"telecrm_test_{worker}_{uuid.uuid4().hex[:8]}"
+    url = postgres.create_database(admin, name)
+    yield url
+    postgres.drop_database(admin, name)
+
+
+@pytest.fixture(scope="session")
+def _migrated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return {}
+
+
+def _migrated_engine(kind: str, cache: dict, request: pytest.FixtureRequest, tmp: Path) -> Engine:
+    if kind not in cache:
+        if kind == "sqlite":
+            engine = make_engine(f"sqlite:///{tmp / 'telecrm.db'}")
+        else:
+            engine = make_engine(request.getfixturevalue("postgres_url"))
+        upgrade_to_head(engine)
+        cache[kind] = engine
+    return cache[kind]
+
+
+def _empty(engine: Engine) -> None:
+    names = [t.name for t in reversed(metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY"))
+        else:
+            for name in names:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture(params=ENGINES)
+def engine(
+    request: pytest.FixtureRequest,
+    _migrated: dict,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Engine]:
+    """A migrated, empty database: SQLite (WAL, a file) and PostgreSQL, one test each."""
+    tmp = tmp_path_factory.getbasetemp() / "sqlite-db"
+    tmp.mkdir(exist_ok=True)
+    eng = _migrated_engine(request.param, _migrated, request, tmp)
+    _empty(eng)
+    yield eng
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
