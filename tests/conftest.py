@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, text
@@ -16,6 +17,11 @@ from telecrm.store.engine import make_engine
 from telecrm.store.migrate import upgrade_to_head
 from telecrm.store.schema import metadata
 from tests.support import postgres
+
+if TYPE_CHECKING:
+    from telecrm.bootstrap import Runtime
+    from telecrm.settings import Settings
+    from tests.support.builders import SignedClient
 
 ENGINES = ("sqlite", "postgresql")
 
@@ -76,3 +82,41 @@ def engine(
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    from pydantic import SecretStr
+
+    from telecrm.settings import Settings
+    from tests.support.builders import MASTER_KEY, SECRET
+
+    return Settings(
+        home=tmp_path,
+        master_key=SecretStr(MASTER_KEY),
+        webhook_secrets=[SecretStr(SECRET)],
+        embedded_worker=False,
+    )
+
+
+@pytest.fixture
+def runtime(engine: Engine, settings: Settings, clock: FrozenClock) -> Runtime:
+    from telecrm.bootstrap import bootstrap
+
+    return bootstrap(settings, clock=clock, engine=engine, migrate=False)
+
+
+@pytest.fixture
+def api(runtime: Runtime, clock: FrozenClock) -> Iterator[SignedClient]:
+    """The real FastAPI app over httpx's in-process transport, with a signing sender."""
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from telecrm.api.app import create_app
+    from tests.support.builders import SignedClient
+
+    with TestClient(
+        create_app(runtime, embedded_worker=False), raise_server_exceptions=False
+    ) as client:
+        assert isinstance(client, httpx.Client)
+        yield SignedClient(client, clock.now())

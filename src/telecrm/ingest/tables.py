@@ -69,8 +69,7 @@ pending_patients = Table(
     "pending_patients",
     metadata,
     Column("patient_key", String(140), primary_key=True),
-    Column("first_seq", BigInteger, nullable=False, index=True),
-    Column("enqueued_us", BigInteger, nullable=False),
+    Column("enqueued_us", BigInteger, nullable=False, index=True),
 )
 
 # Resumable bulk imports: how far each file got.

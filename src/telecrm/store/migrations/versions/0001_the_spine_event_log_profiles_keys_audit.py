@@ -117,13 +117,12 @@ def upgrade() -> None:
     op.create_table(
         "pending_patients",
         sa.Column("patient_key", sa.String(length=140), nullable=False),
-        sa.Column("first_seq", sa.BigInteger(), nullable=False),
         sa.Column("enqueued_us", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("patient_key", name=op.f("pk_pending_patients")),
     )
     with op.batch_alter_table("pending_patients", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_pending_patients_first_seq"), ["first_seq"], unique=False
+            batch_op.f("ix_pending_patients_enqueued_us"), ["enqueued_us"], unique=False
         )
 
     op.create_table(
@@ -212,7 +211,7 @@ def downgrade() -> None:
 
     op.drop_table("profiles")
     with op.batch_alter_table("pending_patients", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_pending_patients_first_seq"))
+        batch_op.drop_index(batch_op.f("ix_pending_patients_enqueued_us"))
 
     op.drop_table("pending_patients")
     op.drop_table("known_patients")

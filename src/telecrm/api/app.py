@@ -1,0 +1,59 @@
+"""The FastAPI application: intake, health and metrics, with problem+json errors throughout."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.responses import JSONResponse, Response
+
+from telecrm import __version__
+from telecrm.api.problems import install_problem_handlers, problem_response
+from telecrm.api.routes_events import build_router
+from telecrm.bootstrap import EmbeddedWorker, Runtime
+
+
+def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> FastAPI:
+    run_worker = runtime.settings.embedded_worker if embedded_worker is None else embedded_worker
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime.keyring  # fail at start, not on the first request, if the key is missing  # noqa: B018
+        worker = EmbeddedWorker(runtime) if run_worker else None
+        if worker is not None:
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+                worker.join(timeout=10)
+
+    app = FastAPI(
+        title="telecrm",
+        version=__version__,
+        description="HIPAA-aware CRM integration and patient-engagement engine: event intake API.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(build_router(runtime))
+
+    @app.get("/healthz", summary="Liveness and database reachability")
+    def healthz() -> Response:
+        try:
+            with runtime.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return problem_response(
+                503, "database_unavailable", "Database unavailable", "the database does not answer"
+            )
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

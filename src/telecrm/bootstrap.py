@@ -1,0 +1,167 @@
+"""Wires telecrm together: settings → engine, keys, bus subscriptions, intake, worker, sweep.
+
+The only place that knows which part hears which domain event. Tests build a Runtime on their
+own engine and clock and wire only what they need.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import Engine, func, select
+
+from telecrm.domain.clock import Clock, SystemClock, to_micros
+from telecrm.domain.messages import StageChanged
+from telecrm.ingest.intake import EventIntake
+from telecrm.ingest.signatures import Verifier
+from telecrm.ingest.tables import events, pending_patients
+from telecrm.messagebus import MessageBus
+from telecrm.observability.metrics import Metrics
+from telecrm.profiles.sweep import LifecycleSweep
+from telecrm.profiles.worker import ProfileWorker
+from telecrm.security.blind_index import BlindIndex
+from telecrm.security.envelope import FieldCipher
+from telecrm.security.errors import MasterKeyMissing
+from telecrm.security.keyring import Keyring, parse_master_key
+from telecrm.settings import Settings
+from telecrm.store.engine import make_engine
+from telecrm.store.migrate import upgrade_to_head
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.engine = engine or make_engine(settings.resolved_database_url)
+        self.bus = MessageBus()
+        self.metrics = Metrics()
+        self.work_available = threading.Event()
+        self._keyring: Keyring | None = None
+        self._keyring_lock = threading.Lock()
+
+    # -- keys -------------------------------------------------------------------------------
+    def master_keys(self) -> tuple[bytes, list[bytes]]:
+        if self.settings.master_key is None:
+            raise MasterKeyMissing()
+        current = parse_master_key(self.settings.master_key.get_secret_value())
+        previous = [
+            parse_master_key(k.get_secret_value()) for k in self.settings.previous_master_keys
+        ]
+        return current, previous
+
+    @property
+    def keyring(self) -> Keyring:
+        with self._keyring_lock:
+            if self._keyring is None:
+                current, previous = self.master_keys()
+                with self.engine.begin() as conn:
+                    self._keyring = Keyring.open(
+                        conn, current, previous, now_us=to_micros(self.clock.now())
+                    )
+            return self._keyring
+
+    def cipher(self) -> FieldCipher:
+        return self.keyring.cipher()
+
+    def blind_index(self) -> BlindIndex:
+        return self.keyring.blind_index()
+
+    # -- parts ------------------------------------------------------------------------------
+    def verifier(self) -> Verifier:
+        return Verifier.from_secrets(
+            [s.get_secret_value() for s in self.settings.webhook_secrets],
+            self.settings.webhook_tolerance_seconds,
+        )
+
+    def intake(self) -> EventIntake:
+        return EventIntake(self.engine, self.cipher, self.clock, on_accepted=self._events_accepted)
+
+    def worker(self) -> ProfileWorker:
+        return ProfileWorker(
+            self.engine,
+            self.cipher,
+            self.blind_index,
+            self.clock,
+            self.settings.thresholds,
+            publish=self.bus.publish,
+        )
+
+    def sweep(self) -> LifecycleSweep:
+        return LifecycleSweep(
+            self.engine, self.clock, self.settings.thresholds, publish=self.bus.publish
+        )
+
+    def queue_stats(self) -> tuple[int, int, float]:
+        with self.engine.connect() as conn:
+            patients = conn.execute(select(func.count()).select_from(pending_patients)).scalar_one()
+            if not patients:
+                return 0, 0, 0.0
+            pending, oldest = conn.execute(
+                select(func.count(), func.min(events.c.received_us)).where(
+                    events.c.processed.is_(False)
+                )
+            ).one()
+        lag = 0.0 if oldest is None else max(0.0, (to_micros(self.clock.now()) - oldest) / 1e6)
+        return int(patients), int(pending), lag
+
+    def _events_accepted(self, count: int) -> None:
+        self.work_available.set()
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+    migrate: bool = True,
+) -> Runtime:
+    runtime = Runtime(settings or Settings(), clock=clock, engine=engine)
+    if migrate:
+        upgrade_to_head(runtime.engine)
+    runtime.bus.subscribe(
+        StageChanged,
+        lambda m: runtime.metrics.stage_transitions.labels(to_stage=m.to_stage.value).inc(),
+    )
+    runtime.metrics.watch_queue(runtime.queue_stats)
+    return runtime
+
+
+class EmbeddedWorker(threading.Thread):
+    """The projection worker inside `telecrm serve`: wakes on new events, sweeps every minute."""
+
+    def __init__(self, runtime: Runtime, *, sweep_every_seconds: float = 60.0) -> None:
+        super().__init__(name="telecrm-worker", daemon=True)
+        self._runtime = runtime
+        self._stop_requested = threading.Event()
+        self._sweep_every = sweep_every_seconds
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        self._runtime.work_available.set()
+
+    def run(self) -> None:
+        import structlog
+
+        log = structlog.get_logger("telecrm.worker")
+        worker, sweep = self._runtime.worker(), self._runtime.sweep()
+        since_sweep = self._sweep_every
+        while not self._stop_requested.is_set():
+            # Cleared before draining, so events accepted during a drain wake the next round.
+            self._runtime.work_available.clear()
+            try:
+                report = worker.drain()
+                if report.patients:
+                    self._runtime.metrics.profiles_processed.inc(report.patients)
+                if since_sweep >= self._sweep_every:
+                    sweep.run()
+                    since_sweep = 0.0
+            except Exception:
+                log.exception("worker.batch_failed")
+            woke = self._runtime.work_available.wait(timeout=1.0)
+            since_sweep += 0.0 if woke else 1.0

@@ -1,0 +1,80 @@
+"""`telecrm`: the command line (Typer + Rich). Each part's commands live with the part."""
+
+from __future__ import annotations
+
+import typer
+
+from telecrm import __version__
+from telecrm.cli_support import console, friendly_errors, runtime
+from telecrm.ingest.commands import import_command
+from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command, worker_command
+from telecrm.security.commands import audit_app, keys_app, secrets_app
+
+app = typer.Typer(
+    name="telecrm",
+    help=(
+        "HIPAA-aware CRM integration and patient-engagement engine for telehealth platforms.\n\n"
+        "Start with `telecrm demo`. Configure with TELECRM_* environment variables "
+        "(see `docs/operations.md`)."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(patients_app, name="patients")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(secrets_app, name="secrets")
+app.command("import")(import_command)
+app.command("stats")(stats_command)
+app.command("worker")(worker_command)
+
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+@friendly_errors
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest version (idempotent)."""
+    rt = runtime()
+    console.print(
+        f"[green]schema is at head[/] on {rt.engine.url.render_as_string(hide_password=True)}"
+    )
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
+    port: int = typer.Option(8080, min=1, max=65535, help="TCP port"),
+    workers: int = typer.Option(1, min=1, help="uvicorn worker processes"),
+) -> None:
+    """Run the HTTP API: POST /v1/events, GET /healthz, GET /metrics."""
+    import uvicorn
+
+    from telecrm.api.app import create_app
+    from telecrm.observability.logs import configure_logging
+
+    rt = runtime()
+    configure_logging(rt.settings.log_level)
+    rt.keyring  # noqa: B018  (fail here, with a clear message, if the key is missing)
+    console.print(f"telecrm {__version__} listening on http://{host}:{port}", highlight=False)
+    uvicorn.run(create_app(rt), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+def _mount_optional() -> None:
+    from telecrm.demo import demo_command
+    from telecrm.simulate.cli import simulate_app
+
+    app.command("demo")(demo_command)
+    app.add_typer(simulate_app, name="simulate")
+
+
+_mount_optional()

@@ -1,0 +1,60 @@
+"""What every `telecrm` command shares: the console, the runtime, and one red line per failure."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from telecrm.bootstrap import Runtime, bootstrap
+from telecrm.domain.clock import to_micros
+from telecrm.ingest.bulk_import import ImportFileError
+from telecrm.ingest.signatures import InvalidSecret
+from telecrm.security.errors import SecurityError
+from telecrm.settings import Settings
+from telecrm.store.engine import StoreError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+KNOWN_FAILURES = (SecurityError, StoreError, ImportFileError, InvalidSecret, LookupError)
+
+
+def fail(message: str, *, hint: str | None = None, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}" + (f"\n[dim]{hint}[/]" if hint else ""))
+    return typer.Exit(code)
+
+
+def friendly_errors(fn: F) -> F:
+    """Known failures become one red line and exit 1; nothing a user typed is echoed back."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KNOWN_FAILURES as exc:
+            raise fail(str(exc)) from None
+        except Exception as exc:  # a database that is down, a file that vanished...
+            from sqlalchemy.exc import OperationalError
+
+            if isinstance(exc, OperationalError):
+                raise fail(
+                    "the database cannot be reached or used",
+                    hint="check TELECRM_DATABASE_URL (and that the server is up)",
+                ) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def runtime(settings: Settings | None = None) -> Runtime:
+    return bootstrap(settings or Settings())
+
+
+def now_us(rt: Runtime) -> int:
+    return to_micros(rt.clock.now())

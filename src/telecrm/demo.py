@@ -1,0 +1,289 @@
+"""`telecrm demo`: the whole spine on embedded defaults, end to end, in about a minute.
+
+Synthetic patients from the simulator go through the signed HTTP intake of an in-process server
+on loopback, the worker folds them into encrypted profiles and lifecycle stages, and the demo
+prints the stage distribution, the 4 funnels, what bad input gets back, and the audit check.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import typer
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from telecrm.cli_support import console, fail, friendly_errors
+from telecrm.domain.lifecycle import CRM_STATUS, Stage
+from telecrm.ingest.signatures import generate_secret, signed_headers
+from telecrm.security.keyring import generate_master_key
+
+BATCH = 500
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_master_key(home: Path) -> str:
+    """The demo's own key-encryption key; real deployments must bring theirs (TELECRM_MASTER_KEY)."""
+    configured = os.environ.get("TELECRM_MASTER_KEY")
+    if configured:
+        return configured
+    path = home / "demo-master.key"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        path.write_text(generate_master_key() + "\n")
+        path.chmod(0o600)
+        console.print(
+            f"[yellow]generated a demo master key at {path}[/] — for the demo only; "
+            "production keys come from TELECRM_MASTER_KEY (see docs/operations.md)"
+        )
+    return path.read_text().strip()
+
+
+def _batches(events: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for e in events:
+        batch.append(e)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _post(client: httpx.Client, secret: str, payload: Any) -> httpx.Response:
+    body = orjson.dumps(payload)
+    headers = signed_headers(secret, f"msg_{uuid.uuid4().hex}", int(time.time()), body)
+    headers["content-type"] = "application/json"
+    for attempt in range(5):  # a real sender retries 5xx with backoff
+        response = client.post("/v1/events", content=body, headers=headers)
+        if response.status_code < 500:
+            return response
+        time.sleep(0.2 * 2**attempt)
+    return response
+
+
+@friendly_errors
+def demo_command(
+    patients: int = typer.Option(3000, min=10, max=200_000, help="Synthetic patients to simulate"),
+    months: int = typer.Option(12, min=1, max=60, help="Months of platform history"),
+    seed: int = typer.Option(7, help="Simulation seed (same seed, same patients)"),
+    keep: bool = typer.Option(
+        False, help="Keep the previous demo database instead of starting fresh"
+    ),
+) -> None:
+    """Run the spine end to end on embedded defaults (SQLite, synthetic patients, loopback intake)."""
+    import uvicorn
+
+    from telecrm.api.app import create_app
+    from telecrm.bootstrap import bootstrap
+    from telecrm.observability.logs import configure_logging
+    from telecrm.profiles.views import find_patient_key, patient_view, stats
+    from telecrm.security.audit import verify_audit
+    from telecrm.settings import Settings
+    from telecrm.simulate.generator import SimulationConfig, generate
+
+    home = Path(os.environ.get("TELECRM_HOME", ".telecrm"))
+    db_dir = home / "demo"
+    if db_dir.exists() and not keep:
+        shutil.rmtree(db_dir)
+    secret = generate_secret()
+    settings = Settings(
+        home=home,
+        database_url=f"sqlite:///{(db_dir / 'telecrm.db').as_posix()}",
+        master_key=demo_master_key(home),  # type: ignore[arg-type]
+        webhook_secrets=[secret],  # type: ignore[list-item]
+        log_level="WARNING",
+    )
+    configure_logging("WARNING")
+    rt = bootstrap(settings)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(rt), host="127.0.0.1", port=port, log_level="error", access_log=False
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise fail("the demo's intake server did not start")
+        time.sleep(0.05)
+
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    config = SimulationConfig(patients=patients, months=months, seed=seed, end=end)
+    console.rule("[bold]telecrm demo")
+    console.print(
+        f"simulating {patients:,} patients over {months} months (seed {seed}); "
+        f"intake on http://127.0.0.1:{port}, database {db_dir / 'telecrm.db'}"
+    )
+    sent = accepted = 0
+    started = time.perf_counter()
+    with (
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+        Progress(
+            TextColumn("[bold]signed webhooks"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("events"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar,
+    ):
+        task = bar.add_task("send", total=None)
+        for batch in _batches(generate(config), BATCH):
+            response = _post(client, secret, {"events": batch})
+            if response.status_code != 202:
+                raise fail(f"intake refused a batch: {response.status_code} {response.text[:300]}")
+            sent += len(batch)
+            accepted += response.json()["accepted"]
+            bar.update(task, completed=sent)
+        elapsed = time.perf_counter() - started
+
+        console.print(
+            f"sent {sent:,} events in {elapsed:.1f} s ({sent / elapsed:,.0f} events/s); {accepted:,} stored"
+        )
+        console.rule("what bad input gets back (problem+json, nothing stored)")
+        _show_bad_input(client, secret)
+
+    with console.status("folding events into encrypted profiles"):
+        while rt.queue_stats()[0]:
+            time.sleep(0.1)
+        rt.sweep().run()
+    server.should_exit = True
+    thread.join(timeout=10)
+
+    with rt.engine.begin() as conn:
+        s = stats(conn)
+        sample = find_patient_key(
+            conn, rt.blind_index(), patient_id="pat_000001", email=None, phone=None
+        )
+        view = patient_view(conn, rt.cipher(), sample, actor="demo", reveal_reason=None, now_us=0)
+        verified = verify_audit(conn)
+    _print_stats(s)
+    masked = Table(
+        "field", "value", title=f"{view.patient_key}: {view.stage} — masked view (audited)"
+    )
+    for name in (
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "date_of_birth",
+        "conditions",
+        "medications",
+        "orders_count",
+    ):
+        if name in view.fields:
+            masked.add_row(name, str(view.fields[name]))
+    console.print(masked)
+    console.print(
+        f"audit chain: [green]intact[/], {verified.rows_checked:,} entries"
+        if verified.ok
+        else f"audit chain: [red]broken[/] at {verified.first_broken_seq}: {verified.problem}"
+    )
+    console.print(
+        Panel(
+            f"TELECRM_DATABASE_URL=sqlite:///{db_dir / 'telecrm.db'} TELECRM_MASTER_KEY=$(cat {home / 'demo-master.key'}) \\\n"
+            "  telecrm stats | telecrm patients show pat_000001 | telecrm audit verify | telecrm lifecycle rebuild",
+            title="look around",
+        )
+    )
+
+
+def _show_bad_input(client: httpx.Client, secret: str) -> None:
+    now = datetime.now(UTC).isoformat()
+    table = Table("request", "status", "problem")
+    good = {
+        "id": "evt_demo_bad_1",
+        "type": "patient.updated",
+        "occurred_at": now,
+        "patient": {"id": "pat_unknown"},
+        "data": {"language": "en"},
+    }
+    body = orjson.dumps(good)
+    cases: list[tuple[str, httpx.Response]] = [
+        (
+            "unsigned",
+            client.post("/v1/events", content=body, headers={"content-type": "application/json"}),
+        ),
+        (
+            "bad signature",
+            client.post(
+                "/v1/events",
+                content=body,
+                headers={**signed_headers(generate_secret(), "msg_x", int(time.time()), body)},
+            ),
+        ),
+        (
+            "stale timestamp",
+            client.post(
+                "/v1/events",
+                content=body,
+                headers=signed_headers(secret, "msg_y", int(time.time()) - 3600, body),
+            ),
+        ),
+        ("unknown patient", _post(client, secret, good)),
+        (
+            "invalid email",
+            _post(
+                client,
+                secret,
+                {
+                    **good,
+                    "id": "evt_demo_bad_2",
+                    "type": "patient.registered",
+                    "patient": {"id": "pat_x"},
+                    "data": {"first_name": "A", "last_name": "B", "email": "not-an-email"},
+                },
+            ),
+        ),
+        (
+            "malformed JSON",
+            client.post(
+                "/v1/events",
+                content=b"{oops",
+                headers=signed_headers(secret, "msg_z", int(time.time()), b"{oops"),
+            ),
+        ),
+    ]
+    for label, response in cases:
+        problem = response.json()
+        table.add_row(
+            label, str(response.status_code), f"{problem.get('title')}: {problem.get('detail')}"
+        )
+    console.print(table)
+
+
+def _print_stats(s: Any) -> None:
+    total = sum(s.patients_by_stage.values()) or 1
+    stages = Table("stage", "CRM status", "patients", "share", title="lifecycle stages")
+    for stage, n in s.patients_by_stage.items():
+        stages.add_row(stage, CRM_STATUS[Stage(stage)], f"{n:,}", f"{n / total:.1%}")
+    console.print(stages)
+    funnels = Table("funnel", "from → to", "entered", "converted", "conversion", title="funnels")
+    for f in s.funnels:
+        funnels.add_row(
+            f.funnel.name,
+            f"{f.funnel.start} → {f.funnel.end}",
+            f"{f.entered:,}",
+            f"{f.converted:,}",
+            "—" if f.rate is None else f"{f.rate:.1%}",
+        )
+    console.print(funnels)

@@ -1,0 +1,70 @@
+"""`telecrm import FILE`: bulk-load JSONL or CSV events with a progress bar, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from telecrm.cli_support import console, fail, friendly_errors, runtime
+from telecrm.ingest.bulk_import import import_file, write_rejections
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+
+
+@friendly_errors
+def import_command(
+    file: Path = typer.Argument(..., help="A .jsonl file (one event per line) or a .csv file"),
+    rejects: Path | None = typer.Option(
+        None,
+        help="Where to write rejected lines (line, reason; never content). Default: FILE.rejected.jsonl",
+    ),
+    process: bool = typer.Option(True, help="Fold the imported events into profiles afterwards"),
+) -> None:
+    """Bulk-import events. Re-running the same file resumes where it stopped; nothing is stored twice.
+
+    CSV columns: id,type,version,occurred_at,patient_id,anonymous_id,data (data is JSON).
+    """
+    if not file.is_file():
+        raise fail(f"no such file: {file}")
+    rt = runtime()
+    total = _count_lines(file)
+    with Progress(
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("import", total=total or None)
+        report = import_file(
+            file,
+            rt.intake(),
+            rt.clock,
+            engine_connect=rt.engine.connect,
+            progress=lambda line: bar.update(task, completed=line),
+        )
+    if report.resumed_from_line:
+        console.print(f"resumed after line {report.resumed_from_line:,}")
+    console.print(
+        f"[green]{report.accepted:,} accepted[/], {report.duplicates:,} duplicates, "
+        f"[{'red' if report.rejected else 'green'}]{report.rejected:,} rejected[/]"
+    )
+    if report.rejections:
+        out = rejects or file.with_name(file.name + ".rejected.jsonl")
+        write_rejections(report, out)
+        table = Table("line", "reason", "detail", title="first rejected lines")
+        for r in report.rejections[:10]:
+            table.add_row(str(r.line), r.reason, r.detail)
+        console.print(table)
+        console.print(f"all {len(report.rejections):,} rejections: {out}")
+    if process:
+        with console.status("folding events into profiles"):
+            done = rt.worker().drain()
+        console.print(f"profiles updated: {done.patients:,} patients, {done.events:,} events")

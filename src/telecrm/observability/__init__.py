@@ -1,0 +1,1 @@
+"""Structured logs without PHI, and Prometheus metrics."""

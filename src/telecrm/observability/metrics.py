@@ -1,0 +1,70 @@
+"""Prometheus metrics for the intake and the projection (labels are reason codes, never values)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class QueueCollector(Collector):
+    """Queue depth and processing lag, read from the database at scrape time."""
+
+    def __init__(self, read: Callable[[], tuple[int, int, float]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pending_patients, pending_events, lag = self._read()
+        yield GaugeMetricFamily(
+            "telecrm_queue_pending_patients",
+            "Patients with events not yet projected",
+            pending_patients,
+        )
+        yield GaugeMetricFamily(
+            "telecrm_queue_pending_events", "Events accepted but not yet projected", pending_events
+        )
+        yield GaugeMetricFamily(
+            "telecrm_processing_lag_seconds",
+            "Age of the oldest accepted event not yet projected (0 when the queue is empty)",
+            lag,
+        )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events_accepted = Counter(
+            "telecrm_events_accepted", "Events stored", ["source"], registry=self.registry
+        )
+        self.events_duplicate = Counter(
+            "telecrm_events_duplicate",
+            "Events already stored (idempotent retries)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.requests_rejected = Counter(
+            "telecrm_events_rejected",
+            "Intake requests refused, by reason code",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.profiles_processed = Counter(
+            "telecrm_profiles_processed", "Patients folded by the worker", registry=self.registry
+        )
+        self.stage_transitions = Counter(
+            "telecrm_stage_transitions",
+            "Lifecycle stage transitions",
+            ["to_stage"],
+            registry=self.registry,
+        )
+        self.intake_seconds = Histogram(
+            "telecrm_intake_request_seconds",
+            "Time to verify, validate and durably store one intake request",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+
+    def watch_queue(self, read: Callable[[], tuple[int, int, float]]) -> None:
+        self.registry.register(QueueCollector(read))

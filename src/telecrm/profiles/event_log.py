@@ -1,0 +1,64 @@
+"""Reading the event log back: decrypting payloads into domain Events, in per-patient order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from telecrm.domain.clock import from_micros
+from telecrm.domain.events import Event, event_from_stored
+from telecrm.ingest.tables import events
+from telecrm.security.envelope import FieldCipher
+
+IN_CHUNK = 500
+
+EVENT_COLUMNS = (
+    events.c.seq,
+    events.c.event_id,
+    events.c.type,
+    events.c.version,
+    events.c.patient_key,
+    events.c.patient_id,
+    events.c.anonymous_id,
+    events.c.occurred_us,
+    events.c.payload,
+)
+
+
+def decode_event(row: Any, cipher: FieldCipher) -> Event:
+    data = orjson.loads(cipher.decrypt(row.payload, record_id=row.event_id, field="data"))
+    return event_from_stored(
+        event_id=row.event_id,
+        type_=row.type,
+        version=row.version,
+        occurred_at=from_micros(row.occurred_us),
+        patient_id=row.patient_id,
+        anonymous_id=row.anonymous_id,
+        data=data,
+    )
+
+
+def rows_for(
+    conn: Connection, keys: Sequence[str], *, unprocessed_only: bool
+) -> dict[str, list[Any]]:
+    """Event rows per patient key, each list in (occurred_us, seq) order."""
+    out: dict[str, list[Any]] = {k: [] for k in keys}
+    for start in range(0, len(keys), IN_CHUNK):
+        part = keys[start : start + IN_CHUNK]
+        query = select(*EVENT_COLUMNS).where(events.c.patient_key.in_(part))
+        if unprocessed_only:
+            query = query.where(events.c.processed.is_(False))
+        for row in conn.execute(query):
+            out[row.patient_key].append(row)
+    for rows in out.values():
+        rows.sort(key=lambda r: (r.occurred_us, r.seq))
+    return out
+
+
+def merge_ordered(*streams: Iterable[Any]) -> list[Any]:
+    merged = [row for stream in streams for row in stream]
+    merged.sort(key=lambda r: (r.occurred_us, r.seq))
+    return merged
