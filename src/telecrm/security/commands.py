@@ -96,7 +96,8 @@ def audit_verify() -> None:
     if result.ok:
         console.print(f"[green]audit chain intact[/]: {result.rows_checked:,} rows verified")
         return
-    raise fail(f"audit chain broken at row {result.first_broken_seq}: {result.problem}")
+    where = f" at row {result.first_broken_seq}" if result.first_broken_seq is not None else ""
+    raise fail(f"audit chain broken{where}: {result.problem}")
 
 
 @audit_app.command("show")
