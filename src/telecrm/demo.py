@@ -107,8 +107,8 @@ def demo_command(
     settings = Settings(
         home=home,
         database_url=f"sqlite:///{(db_dir / 'telecrm.db').as_posix()}",
-        master_key=demo_master_key(home),  # type: ignore[arg-type]
-        webhook_secrets=[secret],  # type: ignore[list-item]
+        master_key=demo_master_key(home),
+        webhook_secrets=[secret],
         log_level="WARNING",
     )
     configure_logging("WARNING")

@@ -8,7 +8,8 @@ it, which is why a rebuild reproduces what the live worker wrote.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from typing import Any
 
@@ -65,11 +66,13 @@ class Facts:
     churned_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            k: (v.isoformat() if isinstance(v, datetime) else v)
-            for k, v in asdict(self).items()
-            if v is not None and v != 0
-        }
+        """Only what differs from the defaults, datetimes as ISO text (hot path: no asdict)."""
+        out: dict[str, Any] = {}
+        for name, default in _FACT_DEFAULTS:
+            value = getattr(self, name)
+            if value != default or type(value) is not type(default):
+                out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Facts:
@@ -79,6 +82,11 @@ class Facts:
                 value = datetime.fromisoformat(value)
             setattr(facts, key, value)
         return facts
+
+
+_FACT_DEFAULTS: tuple[tuple[str, Any], ...] = tuple(
+    (f.name, f.default) for f in dataclass_fields(Facts)
+)
 
 
 @dataclass(slots=True)

@@ -261,7 +261,7 @@ class EventIntake:
                         actor=actor,
                         action="write",
                         record_type="event",
-                        record_ids=[r["event_id"] for r in rows],
+                        record_ids=[e.id for e in fresh],
                         fields=sorted(fields),
                         purpose=f"intake:{source}",
                     )
