@@ -21,6 +21,7 @@ def env(engine: Engine, tmp_path) -> dict[str, str]:
         "TELECRM_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "TELECRM_MASTER_KEY": MASTER_KEY,
         "TELECRM_HOME": str(tmp_path),
+        "COLUMNS": "200",  # Rich wraps tables to the terminal; assertions read whole values
     }
 
 

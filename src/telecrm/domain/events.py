@@ -8,6 +8,8 @@ field and the rule but never repeats a value (values may be PHI).
 
 from __future__ import annotations
 
+import difflib
+import re
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -156,7 +158,9 @@ class PatientRegistered(_PatientDetails):
 class PatientUpdated(_PatientDetails):
     @model_validator(mode="after")
     def _not_empty(self) -> PatientUpdated:
-        if not self.model_fields_set:
+        # Nulls change nothing (the profile ignores them) and are dropped when the event is
+        # stored, so an update of only nulls would be stored as `{}`, which this model refuses.
+        if all(getattr(self, name) is None for name in self.model_fields_set):
             raise ValueError("an update must change at least one field")
         return self
 
@@ -379,21 +383,39 @@ class EventRejected(ValueError):
         self.event_id = event_id
 
 
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+
+
+def _loc_part(part: str | int) -> str:
+    # Unknown keys are input too: name them only when they look like a field name, so a key
+    # can carry neither a value, a line break nor a megabyte into a log line.
+    text = str(part)
+    return text if isinstance(part, int) or _SAFE_KEY.fullmatch(text) else "<unnamed key>"
+
+
 def _describe(exc: ValidationError, prefix: str = "") -> str:
     """Pydantic's errors, minus the offending input (it may be PHI)."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(_loc_part(p) for p in err["loc"])
         where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "event"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts[:5]) + (f" (+{len(parts) - 5} more)" if len(parts) > 5 else "")
+
+
+def _unknown_type(type_: str) -> str:
+    """Never echo the type (it is input); name the known type it resembles, if one does."""
+    close = difflib.get_close_matches(type_, sorted(EVENT_TYPES), n=1) if len(type_) <= 64 else []
+    return f"unknown event type; did you mean {close[0]!r}?" if close else "unknown event type"
 
 
 def parse_event(raw: Any, *, now: datetime) -> Event:
     """Validate one wire event. Raises EventRejected with a PHI-free message."""
     if not isinstance(raw, dict):
         raise EventRejected("malformed", "an event must be a JSON object")
-    event_id = raw.get("id") if isinstance(raw.get("id"), str) else None
+    raw_id = raw.get("id")
+    # Only an id that passes the id rule is echoed back on a rejection; anything else is input.
+    event_id = raw_id if isinstance(raw_id, str) and re.fullmatch(ID_PATTERN, raw_id) else None
     try:
         env = Envelope.model_validate(raw)
     except ValidationError as exc:
@@ -401,12 +423,12 @@ def parse_event(raw: Any, *, now: datetime) -> Event:
     model = DATA_MODELS.get((env.type, env.version))
     if model is None:
         if env.type not in EVENT_TYPES:
-            raise EventRejected(
-                "unknown_type", f"unknown event type {env.type[:64]!r}", event_id=env.id
-            )
+            raise EventRejected("unknown_type", _unknown_type(env.type), event_id=env.id)
+        known = ", ".join(str(v) for t, v in sorted(DATA_MODELS) if t == env.type)
+        # The version is not echoed: an int of 5,000 digits cannot even be formatted.
         raise EventRejected(
             "unknown_version",
-            f"{env.type} has no version {env.version} (known: 1)",
+            f"{env.type} has no such version (known: {known})",
             event_id=env.id,
         )
     if env.occurred_at > now + MAX_FUTURE_SKEW:

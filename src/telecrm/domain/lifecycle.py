@@ -136,7 +136,8 @@ def _lapsed(p: Profile, at: datetime) -> bool:
         return False
     if f.subscription_ends_at > at:
         return False
-    return not (f.last_purchase_at is not None and f.last_purchase_at > f.subscription_ends_at)
+    # A purchase at the very instant the paid period ends counts as buying again.
+    return not (f.last_purchase_at is not None and f.last_purchase_at >= f.subscription_ends_at)
 
 
 def evaluate(p: Profile, at: datetime, t: Thresholds) -> tuple[Stage | None, str]:
@@ -153,10 +154,11 @@ def evaluate(p: Profile, at: datetime, t: Thresholds) -> tuple[Stage | None, str
         return m, f"reached {m.value}"
     f = p.facts
     if current is Stage.CHURNED:
+        # `>=`: the clock churns first at an instant, then a purchase at that same instant applies.
         if (
             f.churned_at is not None
             and f.last_purchase_at is not None
-            and (f.last_purchase_at > f.churned_at)
+            and (f.last_purchase_at >= f.churned_at)
         ):
             return Stage.WON_BACK, "re-engaged after churn"
         return Stage.CHURNED, "unchanged"

@@ -164,6 +164,9 @@ def apply_event(p: Profile, e: ev.Event) -> None:
     f, d, at = p.facts, e.data, e.occurred_at
     p.events_applied += 1
     p.last_event_at = at if p.last_event_at is None else max(p.last_event_at, at)
+    if p.deleted and e.type != "patient.registered":
+        # Erased: a late event must not write values back, nor move facts under a frozen stage.
+        return
     if e.type in ACTIVITY_TYPES:
         f.last_activity_at = at if f.last_activity_at is None else max(f.last_activity_at, at)
     if e.type in PURCHASE_TYPES:
