@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from telecrm.bootstrap import bootstrap  # noqa: E402
-from telecrm.domain.clock import FrozenClock  # noqa: E402
-from telecrm.domain.events import parse_event  # noqa: E402
-from telecrm.ingest.bulk_import import import_file, records  # noqa: E402
-from telecrm.profiles.rebuild import projection_digest, rebuild_projection  # noqa: E402
-from telecrm.security.keyring import generate_master_key  # noqa: E402
-from telecrm.settings import Settings  # noqa: E402
+from telecrm.bootstrap import bootstrap
+from telecrm.domain.clock import FrozenClock
+from telecrm.domain.events import parse_event
+from telecrm.ingest.bulk_import import import_file, records
+from telecrm.profiles.rebuild import projection_digest, rebuild_projection
+from telecrm.security.keyring import generate_master_key
+from telecrm.settings import Settings
 
 
 def rss_mb() -> float:
@@ -44,7 +44,9 @@ def rss_mb() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--patients", type=int, default=60_000)
     parser.add_argument("--months", type=int, default=18)
     parser.add_argument("--seed", type=int, default=7)
@@ -65,9 +67,23 @@ def main() -> None:
             path = work / "events.jsonl"
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "telecrm.cli", "simulate", "--patients", str(args.patients),
-                 "--months", str(args.months), "--seed", str(args.seed), "--out", str(path)],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "telecrm.cli",
+                    "simulate",
+                    "--patients",
+                    str(args.patients),
+                    "--months",
+                    str(args.months),
+                    "--seed",
+                    str(args.seed),
+                    "--out",
+                    str(path),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             out["simulate_seconds"] = round(time.perf_counter() - started, 1)
         lines = sum(1 for _ in path.open("rb"))
@@ -75,8 +91,10 @@ def main() -> None:
         out["file_mb"] = round(path.stat().st_size / 1e6, 1)
 
         settings = Settings(
-            home=work, database_url=f"sqlite:///{work / 'bench.db'}",
-            master_key=generate_master_key(), embedded_worker=False,
+            home=work,
+            database_url=f"sqlite:///{work / 'bench.db'}",
+            master_key=generate_master_key(),
+            embedded_worker=False,
         )
         # One frozen instant for import, projection and rebuild, so the digests compare like with like.
         clock = FrozenClock(datetime.now(UTC))
@@ -87,9 +105,13 @@ def main() -> None:
             samples.append((line, round(rss_mb(), 1)))
 
         started = time.perf_counter()
-        report = import_file(path, rt.intake(), rt.clock, engine_connect=rt.engine.connect, progress=progress)
+        report = import_file(
+            path, rt.intake(), rt.clock, engine_connect=rt.engine.connect, progress=progress
+        )
         seconds = time.perf_counter() - started
-        quarter = [samples[int(len(samples) * q) - 1] for q in (0.25, 0.5, 0.75, 1.0)] if samples else []
+        quarter = (
+            [samples[int(len(samples) * q) - 1] for q in (0.25, 0.5, 0.75, 1.0)] if samples else []
+        )
         out["import"] = {
             "accepted": report.accepted,
             "rejected": report.rejected,
@@ -100,7 +122,9 @@ def main() -> None:
         }
 
         # The naive way, same code path: one event per transaction, on a sample.
-        base_settings = settings.model_copy(update={"database_url": f"sqlite:///{work / 'naive.db'}"})
+        base_settings = settings.model_copy(
+            update={"database_url": f"sqlite:///{work / 'naive.db'}"}
+        )
         naive_rt = bootstrap(base_settings, clock=clock)
         sample = []
         for _, raw in records(path):
@@ -116,7 +140,9 @@ def main() -> None:
         out["naive_baseline_one_event_per_transaction"] = {
             "events": len(sample),
             "events_per_s": round(len(sample) / naive_seconds),
-            "speedup_of_chunked_import": round((report.accepted / seconds) / (len(sample) / naive_seconds), 1),
+            "speedup_of_chunked_import": round(
+                (report.accepted / seconds) / (len(sample) / naive_seconds), 1
+            ),
         }
 
         started = time.perf_counter()

@@ -22,7 +22,7 @@ _FOLLOW_UPS: tuple[tuple[str, dict[str, Any]], ...] = (
 def synthetic_events(
     *, patients: int, end: datetime, per_patient: int = 5, id_prefix: str = "s"
 ) -> Iterator[dict[str, Any]]:
-    """`patients` × `per_patient` events, registration first, all within the hour before `end`."""
+    """`patients` times `per_patient` events, registration first, all within the hour before `end`."""
     for i in range(patients):
         pid = f"pat_{id_prefix}{i:07d}"
         at = end - timedelta(seconds=3600 - (i % 3000))
@@ -45,5 +45,7 @@ def synthetic_events(
                 "type": type_,
                 "occurred_at": (at + timedelta(seconds=k)).isoformat(),
                 "patient": {"id": pid},
-                "data": {key: (f"{v}_{pid}" if key.endswith("_id") else v) for key, v in data.items()},
+                "data": {
+                    key: (f"{v}_{pid}" if key.endswith("_id") else v) for key, v in data.items()
+                },
             }

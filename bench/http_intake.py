@@ -26,10 +26,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.events import synthetic_events  # noqa: E402
-from bench.loadgen import build_request, run_load  # noqa: E402
-from telecrm.ingest.signatures import generate_secret, signed_headers  # noqa: E402
-from telecrm.security.keyring import generate_master_key  # noqa: E402
+from bench.events import synthetic_events
+from bench.loadgen import build_request, run_load
+from telecrm.ingest.signatures import generate_secret, signed_headers
+from telecrm.security.keyring import generate_master_key
 
 
 def free_port() -> int:
@@ -49,7 +49,9 @@ def start_server(workdir: Path, secret: str, port: int) -> subprocess.Popen[byte
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "telecrm.cli", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     for _ in range(200):
         try:
@@ -89,8 +91,16 @@ def main() -> None:
                 signed(port, secret, e, f"msg_s{i}")
                 for i, e in enumerate(synthetic_events(patients=40_000, end=end, per_patient=3))
             ]
-            warm = run_load("127.0.0.1", port, singles[:2000], concurrency=args.concurrency, max_seconds=10)
-            single = run_load("127.0.0.1", port, singles[2000:], concurrency=args.concurrency, max_seconds=args.seconds)
+            warm = run_load(
+                "127.0.0.1", port, singles[:2000], concurrency=args.concurrency, max_seconds=10
+            )
+            single = run_load(
+                "127.0.0.1",
+                port,
+                singles[2000:],
+                concurrency=args.concurrency,
+                max_seconds=args.seconds,
+            )
             results["single_event"] = {
                 "requests": single.requests,
                 "errors": single.errors,

@@ -62,8 +62,12 @@ async def _connection(
 
 
 def build_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}",
-             "Content-Type: application/json"]
+    lines = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+    ]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
@@ -82,7 +86,9 @@ def run_load(
         return next(queue, None)
 
     async def main() -> None:
-        await asyncio.gather(*(_connection(host, port, next_request, result) for _ in range(concurrency)))
+        await asyncio.gather(
+            *(_connection(host, port, next_request, result) for _ in range(concurrency))
+        )
 
     started = time.perf_counter()
     asyncio.run(main())

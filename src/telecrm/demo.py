@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,13 @@ def demo_master_key(home: Path) -> str:
             "production keys come from TELECRM_MASTER_KEY (see docs/operations.md)"
         )
     return path.read_text().strip()
+
+
+def _start_for(months: int) -> date:
+    """The first of the month `months` months ago: the simulated period ends this month's first day."""
+    today = datetime.now(UTC).date()
+    m = today.month - 1 - months
+    return date(today.year + m // 12, m % 12 + 1, 1)
 
 
 def _batches(events: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -97,7 +104,8 @@ def demo_command(
     from telecrm.profiles.views import find_patient_key, patient_view, stats
     from telecrm.security.audit import verify_audit
     from telecrm.settings import Settings
-    from telecrm.simulate.generator import SimulationConfig, generate
+    from telecrm.simulate.config import SimulationConfig
+    from telecrm.simulate.generator import generate
 
     home = Path(os.environ.get("TELECRM_HOME", ".telecrm"))
     db_dir = home / "demo"
@@ -126,8 +134,7 @@ def demo_command(
             raise fail("the demo's intake server did not start")
         time.sleep(0.05)
 
-    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
-    config = SimulationConfig(patients=patients, months=months, seed=seed, end=end)
+    config = SimulationConfig(patients=patients, months=months, seed=seed, start=_start_for(months))
     console.rule("[bold]telecrm demo")
     console.print(
         f"simulating {patients:,} patients over {months} months (seed {seed}); "

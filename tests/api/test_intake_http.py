@@ -27,7 +27,9 @@ def assert_problem(response, status: int, code: str) -> dict:
     return body
 
 
-def test_a_signed_single_event_is_stored_and_acknowledged(api: SignedClient, runtime, clock) -> None:
+def test_a_signed_single_event_is_stored_and_acknowledged(
+    api: SignedClient, runtime, clock
+) -> None:
     response = api.post(registration("pat_1", clock.now()))
     assert response.status_code == 202
     assert response.json() == {"accepted": 1, "duplicates": 0}
@@ -41,7 +43,9 @@ def test_a_batch_is_accepted_in_any_of_the_three_shapes(api: SignedClient, runti
     assert stored_events(runtime) == 2
 
 
-def test_a_duplicate_event_id_answers_2xx_and_changes_nothing(api: SignedClient, runtime, clock) -> None:
+def test_a_duplicate_event_id_answers_2xx_and_changes_nothing(
+    api: SignedClient, runtime, clock
+) -> None:
     e = registration("pat_1", clock.now())
     api.post(e)
     again = api.post(e)
@@ -50,7 +54,9 @@ def test_a_duplicate_event_id_answers_2xx_and_changes_nothing(api: SignedClient,
     assert stored_events(runtime) == 1
 
 
-def test_a_sender_signing_with_the_reference_library_is_accepted(api: SignedClient, runtime, clock) -> None:
+def test_a_sender_signing_with_the_reference_library_is_accepted(
+    api: SignedClient, runtime, clock
+) -> None:
     body = orjson.dumps(registration("pat_ref", clock.now())).decode()
     signature = Webhook(SECRET).sign("msg_ref", clock.now(), body)
     response = api.client.post(
@@ -66,13 +72,17 @@ def test_a_sender_signing_with_the_reference_library_is_accepted(api: SignedClie
     assert response.status_code == 202
 
 
-def test_a_signature_the_reference_library_rejects_is_rejected(api: SignedClient, runtime, clock) -> None:
+def test_a_signature_the_reference_library_rejects_is_rejected(
+    api: SignedClient, runtime, clock
+) -> None:
     body = orjson.dumps(registration("pat_ref", clock.now()))
     headers = {
         "webhook-id": "msg_ref",
         "webhook-timestamp": str(int(clock.now().timestamp())),
         "webhook-signature": "v1,"
-        + Webhook("whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY").sign("msg_ref", clock.now(), body.decode()).split(",")[1],
+        + Webhook("whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY")
+        .sign("msg_ref", clock.now(), body.decode())
+        .split(",")[1],
     }
     try:
         Webhook(SECRET).verify(body, headers)
@@ -92,17 +102,23 @@ def test_a_rotated_secret_and_the_previous_one_are_both_accepted(runtime, clock,
     from telecrm.bootstrap import bootstrap
 
     new = "whsec_" + "bmV3c2VjcmV0bmV3c2VjcmV0bmV3c2VjcmV0MTI="
-    settings = runtime.settings.model_copy(update={"webhook_secrets": [SecretStr(new), SecretStr(SECRET)]})
+    settings = runtime.settings.model_copy(
+        update={"webhook_secrets": [SecretStr(new), SecretStr(SECRET)]}
+    )
     rt = bootstrap(settings, clock=clock, engine=engine, migrate=False)
     with TestClient(create_app(rt, embedded_worker=False)) as client:
         old_sender = SignedClient(client, clock.now(), SECRET)
         new_sender = SignedClient(client, clock.now(), new)
         assert old_sender.post(registration("pat_old", clock.now())).status_code == 202
-        assert new_sender.post(registration("pat_new", clock.now()), msg_id="msg_n").status_code == 202
+        assert (
+            new_sender.post(registration("pat_new", clock.now()), msg_id="msg_n").status_code == 202
+        )
 
 
 def test_missing_signature_headers_are_refused(api: SignedClient, runtime, clock) -> None:
-    response = api.client.post("/v1/events", content=orjson.dumps(registration("pat_1", clock.now())))
+    response = api.client.post(
+        "/v1/events", content=orjson.dumps(registration("pat_1", clock.now()))
+    )
     body = assert_problem(response, 401, "missing_headers")
     assert "webhook-signature" in body["detail"]
     assert stored_events(runtime) == 0
@@ -125,7 +141,9 @@ def test_a_stale_timestamp_is_refused(api: SignedClient, runtime, clock) -> None
     assert "300 s" in body["detail"]
 
 
-def test_a_replayed_webhook_id_with_another_body_is_refused(api: SignedClient, runtime, clock) -> None:
+def test_a_replayed_webhook_id_with_another_body_is_refused(
+    api: SignedClient, runtime, clock
+) -> None:
     assert api.post(registration("pat_1", clock.now()), msg_id="msg_same").status_code == 202
     response = api.post(registration("pat_2", clock.now()), msg_id="msg_same")
     assert_problem(response, 409, "webhook_id_reused")
@@ -147,7 +165,9 @@ def test_malformed_json_is_a_400_problem(api: SignedClient, runtime) -> None:
     assert "position" in body["detail"]
 
 
-def test_a_body_over_the_size_limit_is_refused_before_it_is_read(api: SignedClient, runtime) -> None:
+def test_a_body_over_the_size_limit_is_refused_before_it_is_read(
+    api: SignedClient, runtime
+) -> None:
     response = api.post(None, raw=b"[" + b" " * (runtime.settings.max_body_bytes + 10) + b"]")
     assert_problem(response, 413, "body_too_large")
 
@@ -159,7 +179,9 @@ def test_a_batch_over_1000_events_is_refused(api: SignedClient, runtime, clock) 
     assert stored_events(runtime) == 0
 
 
-def test_one_invalid_event_refuses_the_whole_batch_and_names_it(api: SignedClient, runtime, clock) -> None:
+def test_one_invalid_event_refuses_the_whole_batch_and_names_it(
+    api: SignedClient, runtime, clock
+) -> None:
     now = clock.now()
     batch = [
         registration("pat_1", now),
@@ -173,7 +195,9 @@ def test_one_invalid_event_refuses_the_whole_batch_and_names_it(api: SignedClien
     assert stored_events(runtime) == 0
 
 
-def test_wrong_types_unknown_versions_and_future_timestamps_are_422(api: SignedClient, runtime, clock) -> None:
+def test_wrong_types_unknown_versions_and_future_timestamps_are_422(
+    api: SignedClient, runtime, clock
+) -> None:
     now = clock.now()
     wrong_type = event("order.paid", "pat_1", now, {"order_id": "o1", "amount": "lots"})
     unknown_version = {**registration("pat_1", now), "version": 9}
@@ -190,13 +214,17 @@ def test_an_update_for_an_unknown_patient_is_refused(api: SignedClient, runtime,
     assert stored_events(runtime) == 0
 
 
-def test_an_update_in_the_same_batch_as_the_registration_is_accepted(api: SignedClient, clock) -> None:
+def test_an_update_in_the_same_batch_as_the_registration_is_accepted(
+    api: SignedClient, clock
+) -> None:
     now = clock.now()
     batch = [registration("pat_1", now), event("patient.updated", "pat_1", now, {"language": "es"})]
     assert api.post(batch).json()["accepted"] == 2
 
 
-def test_unicode_names_are_welcome_but_control_characters_are_not(api: SignedClient, runtime, clock) -> None:
+def test_unicode_names_are_welcome_but_control_characters_are_not(
+    api: SignedClient, runtime, clock
+) -> None:
     now = clock.now()
     ok = registration("pat_u", now, data={"first_name": "Zoë", "last_name": "Ñúñez-O'Brien 山田"})
     assert api.post(ok).status_code == 202
@@ -208,7 +236,14 @@ def test_unicode_names_are_welcome_but_control_characters_are_not(api: SignedCli
 def test_client_mistakes_never_produce_a_5xx(api: SignedClient, clock) -> None:
     now = clock.now()
     weird = [
-        b"null", b"42", b'"text"', b"[]", b"[1,2]", b'{"events": 5}', b"{}", b'{"type": null}',
+        b"null",
+        b"42",
+        b'"text"',
+        b"[]",
+        b"[1,2]",
+        b'{"events": 5}',
+        b"{}",
+        b'{"type": null}',
         orjson.dumps({"id": "x" * 500, "type": "patient.registered"}),
         orjson.dumps(registration("pat_1", now, data={"date_of_birth": "1800-01-01"})),
         orjson.dumps({**registration("pat_1", now), "occurred_at": "2026-01-01T00:00:00"}),

@@ -22,7 +22,14 @@ from tests.support.builders import (
     registration,
 )
 
-CANARIES = (CANARY_FIRST, CANARY_LAST, CANARY_EMAIL, CANARY_PHONE, CANARY_CONDITION, CANARY_MEDICATION)
+CANARIES = (
+    CANARY_FIRST,
+    CANARY_LAST,
+    CANARY_EMAIL,
+    CANARY_PHONE,
+    CANARY_CONDITION,
+    CANARY_MEDICATION,
+)
 DAY = timedelta(days=1)
 
 
@@ -51,8 +58,21 @@ def plant(api, clock) -> list:
             ]
         ),
         # Bad input that carries the canaries: the errors must not echo them.
-        api.post(registration("pat_bad", now, data={"first_name": CANARY_FIRST + "\x00", "email": CANARY_EMAIL + "@@"})),
-        api.post(event("patient.updated", "pat_nobody", now, {"first_name": CANARY_LAST, "phone": CANARY_PHONE})),
+        api.post(
+            registration(
+                "pat_bad",
+                now,
+                data={"first_name": CANARY_FIRST + "\x00", "email": CANARY_EMAIL + "@@"},
+            )
+        ),
+        api.post(
+            event(
+                "patient.updated",
+                "pat_nobody",
+                now,
+                {"first_name": CANARY_LAST, "phone": CANARY_PHONE},
+            )
+        ),
         api.post(None, raw=b'{"first_name": "' + CANARY_FIRST.encode() + b'", '),
     ]
     return responses
@@ -72,7 +92,9 @@ def database_text(engine: Engine) -> str:
     return out.getvalue()
 
 
-def test_canary_phi_is_nowhere_in_clear_text(api, runtime, clock, engine: Engine, tmp_path: Path) -> None:
+def test_canary_phi_is_nowhere_in_clear_text(
+    api, runtime, clock, engine: Engine, tmp_path: Path
+) -> None:
     log_stream = io.StringIO()
     configure_logging("DEBUG", stream=log_stream)
     try:
@@ -88,7 +110,11 @@ def test_canary_phi_is_nowhere_in_clear_text(api, runtime, clock, engine: Engine
 
     leaks: dict[str, list[str]] = {}
     errors = "\n".join(r.text for r in responses[1:])
-    places = {"error responses": errors, "logs": log_stream.getvalue(), "database": database_text(engine)}
+    places = {
+        "error responses": errors,
+        "logs": log_stream.getvalue(),
+        "database": database_text(engine),
+    }
     if engine.dialect.name == "sqlite":
         db_path = Path(engine.url.database or "")
         with engine.connect() as conn:
@@ -105,6 +131,10 @@ def test_canary_phi_is_nowhere_in_clear_text(api, runtime, clock, engine: Engine
     with engine.begin() as conn:
         from telecrm.profiles.views import patient_view
 
-        view = patient_view(conn, runtime.cipher(), "pat_canary", actor="test", reveal_reason="test", now_us=0)
-    assert view.fields["email"] == CANARY_EMAIL  # and yet it is all there for those allowed to see it
+        view = patient_view(
+            conn, runtime.cipher(), "pat_canary", actor="test", reveal_reason="test", now_us=0
+        )
+    assert (
+        view.fields["email"] == CANARY_EMAIL
+    )  # and yet it is all there for those allowed to see it
     assert CANARY_MEDICATION in view.fields["medications"]

@@ -18,7 +18,11 @@ DAY = timedelta(days=1)
 
 
 def write_jsonl(path: Path, lines: list) -> Path:
-    path.write_bytes(b"".join((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines))
+    path.write_bytes(
+        b"".join(
+            (line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines
+        )
+    )
     return path
 
 
@@ -27,7 +31,9 @@ def count(runtime) -> int:
         return conn.execute(select(func.count()).select_from(events)).scalar_one()
 
 
-def test_bad_lines_are_reported_by_number_and_reason_and_the_rest_load(runtime, clock, tmp_path) -> None:
+def test_bad_lines_are_reported_by_number_and_reason_and_the_rest_load(
+    runtime, clock, tmp_path
+) -> None:
     now = clock.now()
     path = write_jsonl(
         tmp_path / "events.jsonl",
@@ -51,7 +57,9 @@ def test_bad_lines_are_reported_by_number_and_reason_and_the_rest_load(runtime, 
     assert count(runtime) == 2
 
 
-def test_an_interrupted_import_resumes_after_the_last_committed_chunk(runtime, clock, tmp_path) -> None:
+def test_an_interrupted_import_resumes_after_the_last_committed_chunk(
+    runtime, clock, tmp_path
+) -> None:
     start = clock.now() - 30 * DAY
     lines = [e for i in range(20) for e in customer_journey(f"pat_{i}", start)]
     path = write_jsonl(tmp_path / "big.jsonl", lines)
@@ -64,14 +72,24 @@ def test_an_interrupted_import_resumes_after_the_last_committed_chunk(runtime, c
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        import_file(path, runtime.intake(), clock, engine_connect=runtime.engine.connect,
-                    progress=crash_after_two_chunks, chunk_lines=25)
+        import_file(
+            path,
+            runtime.intake(),
+            clock,
+            engine_connect=runtime.engine.connect,
+            progress=crash_after_two_chunks,
+            chunk_lines=25,
+        )
     assert count(runtime) == 50
-    report = import_file(path, runtime.intake(), clock, engine_connect=runtime.engine.connect, chunk_lines=25)
+    report = import_file(
+        path, runtime.intake(), clock, engine_connect=runtime.engine.connect, chunk_lines=25
+    )
     assert report.resumed_from_line == 50
     assert report.accepted == 100 and report.duplicates == 0
     assert count(runtime) == 100
-    again = import_file(path, runtime.intake(), clock, engine_connect=runtime.engine.connect, chunk_lines=25)
+    again = import_file(
+        path, runtime.intake(), clock, engine_connect=runtime.engine.connect, chunk_lines=25
+    )
     assert again.resumed_from_line == 100 and count(runtime) == 100
 
 
@@ -79,9 +97,13 @@ def test_csv_files_load_with_data_as_json(runtime, clock, tmp_path) -> None:
     path = tmp_path / "events.csv"
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["id", "type", "version", "occurred_at", "patient_id", "anonymous_id", "data"])
+        writer.writerow(
+            ["id", "type", "version", "occurred_at", "patient_id", "anonymous_id", "data"]
+        )
         e = registration("pat_c", clock.now())
-        writer.writerow([e["id"], e["type"], 1, e["occurred_at"], "pat_c", "", orjson.dumps(e["data"]).decode()])
+        writer.writerow(
+            [e["id"], e["type"], 1, e["occurred_at"], "pat_c", "", orjson.dumps(e["data"]).decode()]
+        )
         writer.writerow(["evt_bad", "order.paid", 1, e["occurred_at"], "pat_c", "", "{not json"])
     report = import_file(path, runtime.intake(), clock, engine_connect=runtime.engine.connect)
     assert report.accepted == 1

@@ -30,7 +30,9 @@ def history_of(runtime, key: str) -> list[tuple[str | None, str]]:
 
 def stage_of(runtime, key: str) -> str | None:
     with runtime.engine.connect() as conn:
-        return conn.execute(select(profiles.c.stage).where(profiles.c.patient_key == key)).scalar_one()
+        return conn.execute(
+            select(profiles.c.stage).where(profiles.c.patient_key == key)
+        ).scalar_one()
 
 
 def test_a_journey_becomes_a_profile_with_its_stage_history(api, runtime, clock) -> None:
@@ -57,7 +59,10 @@ def test_events_arriving_out_of_order_are_applied_in_occurred_at_order(api, runt
         api.post(e)
         runtime.worker().drain()
     expected_profile, expected_history = fold(
-        "pat_1", [parse_event(e, now=clock.now()) for e in journey], clock.now(), runtime.settings.thresholds
+        "pat_1",
+        [parse_event(e, now=clock.now()) for e in journey],
+        clock.now(),
+        runtime.settings.thresholds,
     )
     assert stage_of(runtime, "pat_1") == expected_profile.stage.value
     assert history_of(runtime, "pat_1") == [
@@ -67,7 +72,9 @@ def test_events_arriving_out_of_order_are_applied_in_occurred_at_order(api, runt
 
 def test_a_visitor_linked_at_registration_brings_their_sessions_along(api, runtime, clock) -> None:
     start = clock.now() - 5 * DAY
-    api.post(event("session.tracked", None, start, {"channel": "paid_search"}, anonymous_id="anon_42"))
+    api.post(
+        event("session.tracked", None, start, {"channel": "paid_search"}, anonymous_id="anon_42")
+    )
     runtime.worker().drain()
     assert stage_of(runtime, "anon:anon_42") == "visitor"
     api.post(registration("pat_9", start + DAY, anonymous_id="anon_42"))
@@ -75,7 +82,9 @@ def test_a_visitor_linked_at_registration_brings_their_sessions_along(api, runti
     runtime.worker().drain()
     assert history_of(runtime, "pat_9") == [(None, "visitor"), ("visitor", "lead")]
     with runtime.engine.begin() as conn:
-        view = patient_view(conn, runtime.cipher(), "pat_9", actor="test", reveal_reason="test", now_us=0)
+        view = patient_view(
+            conn, runtime.cipher(), "pat_9", actor="test", reveal_reason="test", now_us=0
+        )
         s = stats(conn)
     assert view.fields["sessions_count"] == 2
     assert view.fields["acquisition_channel"] == "paid_search"
@@ -137,12 +146,22 @@ def test_rebuild_reproduces_identical_profiles_and_histories(api, runtime, clock
 
 
 def test_a_patient_is_found_by_email_and_phone_through_the_blind_index(api, runtime, clock) -> None:
-    api.post(registration("pat_1", clock.now(), data={"email": "Ada.L@Example.com", "phone": "(415) 555-2671"}))
+    api.post(
+        registration(
+            "pat_1", clock.now(), data={"email": "Ada.L@Example.com", "phone": "(415) 555-2671"}
+        )
+    )
     runtime.worker().drain()
     with runtime.engine.connect() as conn:
         index = runtime.blind_index()
-        assert find_patient_key(conn, index, patient_id=None, email="ada.l@example.com", phone=None) == "pat_1"
-        assert find_patient_key(conn, index, patient_id=None, email=None, phone="+14155552671") == "pat_1"
+        assert (
+            find_patient_key(conn, index, patient_id=None, email="ada.l@example.com", phone=None)
+            == "pat_1"
+        )
+        assert (
+            find_patient_key(conn, index, patient_id=None, email=None, phone="+14155552671")
+            == "pat_1"
+        )
 
 
 def test_a_deleted_patient_loses_identifying_values_but_keeps_counts(api, runtime, clock) -> None:
@@ -150,8 +169,14 @@ def test_a_deleted_patient_loses_identifying_values_but_keeps_counts(api, runtim
     api.post(event("patient.deleted", "pat_1", clock.now(), {"reason": "gdpr_request"}))
     runtime.worker().drain()
     with runtime.engine.begin() as conn:
-        view = patient_view(conn, runtime.cipher(), "pat_1", actor="test", reveal_reason="audit", now_us=0)
-        row = conn.execute(select(profiles.c.sealed, profiles.c.email_bidx).where(profiles.c.patient_key == "pat_1")).one()
+        view = patient_view(
+            conn, runtime.cipher(), "pat_1", actor="test", reveal_reason="audit", now_us=0
+        )
+        row = conn.execute(
+            select(profiles.c.sealed, profiles.c.email_bidx).where(
+                profiles.c.patient_key == "pat_1"
+            )
+        ).one()
     assert "email" not in view.fields and "first_name" not in view.fields
     assert view.fields["orders_count"] == 1
     assert row.sealed == "{}" and row.email_bidx is None

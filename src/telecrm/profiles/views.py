@@ -173,4 +173,3 @@ def stats(conn: Connection) -> Stats:
         select(func.count()).select_from(events).where(events.c.processed.is_(False))
     ).scalar_one()
     return Stats(ordered, by_type, funnel_results(ranks), int(pending))
-
