@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -69,6 +70,23 @@ def signed(port: int, secret: str, payload: object, msg_id: str) -> bytes:
     return build_request("127.0.0.1", port, "/v1/events", body, headers)
 
 
+def in_blocks(events: Iterator[dict], block: int = 500) -> Iterator[dict]:
+    """Registrations of `block` patients, then those patients' other events, and so on.
+
+    `synthetic_events` yields each patient's registration followed by their other events.
+    """
+    registrations: list[dict] = []
+    others: list[dict] = []
+    for e in events:
+        if e["type"] == "patient.registered" and len(registrations) == block:
+            yield from registrations
+            yield from others
+            registrations, others = [], []
+        (registrations if e["type"] == "patient.registered" else others).append(e)
+    yield from registrations
+    yield from others
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
@@ -86,10 +104,11 @@ def main() -> None:
         port = free_port()
         server = start_server(Path(tmp), secret, port)
         try:
-            # Phase 1: one event per request. Each patient's registration precedes its updates.
+            # Phase 1: one event per request. Requests go out 16 at a time, so a patient's
+            # follow-ups are sent a block after their registration, never racing it.
             singles = [
                 signed(port, secret, e, f"msg_s{i}")
-                for i, e in enumerate(synthetic_events(patients=40_000, end=end, per_patient=3))
+                for i, e in enumerate(in_blocks(synthetic_events(patients=40_000, end=end, per_patient=3)))
             ]
             warm = run_load(
                 "127.0.0.1", port, singles[:2000], concurrency=args.concurrency, max_seconds=10

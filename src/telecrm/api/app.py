@@ -14,6 +14,7 @@ from telecrm import __version__
 from telecrm.api.problems import install_problem_handlers, problem_response
 from telecrm.api.routes_events import build_router
 from telecrm.bootstrap import EmbeddedWorker, Runtime
+from telecrm.ingest.group_commit import GroupCommitWriter
 
 
 def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> FastAPI:
@@ -22,12 +23,14 @@ def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         runtime.keyring  # fail at start, not on the first request, if the key is missing  # noqa: B018
+        writer.start()
         worker = EmbeddedWorker(runtime) if run_worker else None
         if worker is not None:
             worker.start()
         try:
             yield
         finally:
+            writer.stop()
             if worker is not None:
                 worker.stop()
                 worker.join(timeout=10)
@@ -39,7 +42,8 @@ def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> Fast
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.include_router(build_router(runtime))
+    writer = GroupCommitWriter(runtime.intake())
+    app.include_router(build_router(runtime, writer))
 
     @app.get("/healthz", summary="Liveness and database reachability")
     def healthz() -> Response:

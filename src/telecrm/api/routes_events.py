@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from telecrm.api.problems import Problem
 from telecrm.bootstrap import Runtime
 from telecrm.ingest.errors import IntakeRejected
-from telecrm.ingest.intake import WebhookReceipt, validate_batch
+from telecrm.ingest.group_commit import GroupCommitWriter
+from telecrm.ingest.intake import Submission, WebhookReceipt, validate_batch
 from telecrm.ingest.signatures import SignatureError
 
 
@@ -74,10 +75,9 @@ def events_of(document: Any, max_batch: int) -> list[Any]:
     return batch
 
 
-def build_router(runtime: Runtime) -> APIRouter:
+def build_router(runtime: Runtime, writer: GroupCommitWriter) -> APIRouter:
     router = APIRouter()
     verifier = runtime.verifier()
-    intake = runtime.intake()
     settings = runtime.settings
     metrics = runtime.metrics
 
@@ -115,8 +115,8 @@ def build_router(runtime: Runtime) -> APIRouter:
             try:
                 parsed = validate_batch(batch, now=runtime.clock.now())
                 receipt = WebhookReceipt(webhook_id, hashlib.sha256(body).hexdigest())
-                result = await run_in_threadpool(
-                    intake.accept, parsed, source="webhook", actor="platform", webhook=receipt
+                result = await asyncio.wrap_future(
+                    writer.submit(Submission(parsed, "webhook", "platform", receipt))
                 )
             except IntakeRejected as exc:
                 raise Problem(

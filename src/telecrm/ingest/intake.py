@@ -1,14 +1,19 @@
 """The intake: validate a batch, then store it all-or-nothing, exactly once, encrypted.
 
-An event is acknowledged only after this transaction commits. Duplicate event ids are counted and
-skipped (idempotent retries); a webhook-id seen before with the same body is a retry (nothing
-changes), with another body it is a replay and is refused.
+An event is acknowledged only after the transaction holding it commits. Duplicate event ids are
+counted and skipped (idempotent retries); a webhook-id seen before with the same body is a retry
+(nothing changes), with another body it is a replay and is refused.
+
+`store_group` writes many independent submissions (HTTP requests, import chunks) in one
+transaction: each is checked against the database and against the submissions before it in the
+group, and a refused one leaves no trace while the others are stored. The group commit writer
+(`group_commit.py`) uses it to turn many concurrent requests into one SQLite transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -27,9 +32,10 @@ from telecrm.ingest.tables import (
 )
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
-from telecrm.store.upsert import insert_ignoring_conflicts
+from telecrm.store.upsert import insert_ignoring_conflicts, insert_rows_fast
 
 IN_CHUNK = 500  # bound the size of IN (...) lists on both engines
+ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,18 @@ class IntakeResult:
         if self.replayed_message:
             body["note"] = "webhook-id already accepted with this body; nothing changed"
         return body
+
+
+@dataclass(slots=True)
+class Submission:
+    """One request's (or one import chunk's) validated events, on their way to the database."""
+
+    batch: Sequence[Event]
+    source: str
+    actor: str
+    webhook: WebhookReceipt | None = None
+    skip_unknown: bool = False
+    outcome: IntakeResult | IntakeRejected | None = field(default=None)
 
 
 def validate_batch(raws: Sequence[Any], *, now: Any) -> list[Event]:
@@ -86,6 +104,14 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + IN_CHUNK]
 
 
+def _existing(conn: Connection, column: Any, values: Iterable[str]) -> set[str]:
+    wanted = sorted(set(values))
+    found: set[str] = set()
+    for part in _chunks(wanted):
+        found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+    return found
+
+
 class EventIntake:
     def __init__(
         self,
@@ -110,226 +136,236 @@ class EventIntake:
         unknown_patients: str = "reject",
         in_transaction: Callable[[Connection, IntakeResult], None] | None = None,
     ) -> IntakeResult:
-        """Store a validated batch in one transaction.
+        """Store one validated batch in its own transaction; raise IntakeRejected if refused.
 
         unknown_patients: "reject" refuses the whole batch (HTTP); "skip" leaves those events out
         and reports them (bulk import). `in_transaction` runs inside the same transaction (the
         import's checkpoint), so progress and data commit together.
         """
-        for attempt in range(3):
+        item = Submission(batch, source, actor, webhook, skip_unknown=unknown_patients == "skip")
+        self.store_group([item], in_transaction=in_transaction)
+        if isinstance(item.outcome, IntakeRejected):
+            raise item.outcome
+        assert item.outcome is not None
+        return item.outcome
+
+    def store_group(
+        self,
+        items: Sequence[Submission],
+        *,
+        in_transaction: Callable[[Connection, IntakeResult], None] | None = None,
+    ) -> None:
+        """Store every submission that passes its checks, in one transaction; set each outcome."""
+        for attempt in range(ATTEMPTS):
             try:
                 with self._engine.begin() as conn:
-                    result = self._store(
-                        conn,
-                        batch,
-                        source=source,
-                        actor=actor,
-                        webhook=webhook,
-                        skip_unknown=unknown_patients == "skip",
-                    )
+                    self._store(conn, items)
                     if in_transaction is not None:
-                        in_transaction(conn, result)
+                        first = items[0].outcome
+                        if isinstance(first, IntakeResult):
+                            in_transaction(conn, first)
                 break
             except IntegrityError:
-                # Another request stored one of these ids (or this webhook-id) a moment ago;
-                # the next attempt sees its rows and counts them as duplicates.
-                if attempt == 2:
+                # Another process stored one of these ids (or webhook-ids) a moment ago; the
+                # next attempt sees its rows and counts them as duplicates.
+                for item in items:
+                    item.outcome = None
+                if attempt == ATTEMPTS - 1:
                     raise
-        if result.accepted and self._on_accepted is not None:
-            self._on_accepted(result.accepted)
-        return result
+        accepted = sum(i.outcome.accepted for i in items if isinstance(i.outcome, IntakeResult))
+        if accepted and self._on_accepted is not None:
+            self._on_accepted(accepted)
 
-    def _store(
-        self,
-        conn: Connection,
-        batch: Sequence[Event],
-        *,
-        source: str,
-        actor: str,
-        webhook: WebhookReceipt | None,
-        skip_unknown: bool = False,
-    ) -> IntakeResult:
+    def _store(self, conn: Connection, items: Sequence[Submission]) -> None:
         now_us = to_micros(self._clock.now())
-        if webhook is not None:
-            seen = conn.execute(
-                select(webhook_messages.c.body_sha256).where(
-                    webhook_messages.c.webhook_id == webhook.webhook_id
+        hooks = [i.webhook.webhook_id for i in items if i.webhook is not None]
+        seen_hooks: dict[str, str] = {}
+        for part in _chunks(sorted(set(hooks))):
+            seen_hooks.update(
+                (row[0], row[1])
+                for row in conn.execute(
+                    select(webhook_messages.c.webhook_id, webhook_messages.c.body_sha256).where(
+                        webhook_messages.c.webhook_id.in_(part)
+                    )
                 )
-            ).scalar_one_or_none()
-            if seen is not None:
-                if seen == webhook.body_sha256:
-                    return IntakeResult(0, len(batch), replayed_message=True)
-                raise IntakeRejected(
-                    409,
-                    "webhook_id_reused",
-                    "Replayed webhook-id",
-                    "this webhook-id was already accepted with a different body; "
-                    "a new message needs a new webhook-id",
-                )
-
-        unique: dict[str, Event] = {}
-        for e in batch:
-            unique.setdefault(e.id, e)
-        ids = list(unique)
-        existing: set[str] = set()
-        for part in _chunks(ids):
-            existing.update(
-                conn.execute(select(events.c.event_id).where(events.c.event_id.in_(part))).scalars()
             )
-        fresh = [e for e in unique.values() if e.id not in existing]
-        duplicates = len(batch) - len(fresh)
+        seen_events = _existing(conn, events.c.event_id, (e.id for i in items for e in i.batch))
+        known = _existing(
+            conn,
+            known_patients.c.patient_id,
+            (
+                e.patient_id
+                for i in items
+                for e in i.batch
+                if e.patient_id and e.type in NEEDS_KNOWN_PATIENT
+            ),
+        )
+        anon = _existing_links(
+            conn, (e.anonymous_id for i in items for e in i.batch if e.anonymous_id)
+        )
 
-        skipped = self._check_known_patients(conn, fresh, skip=skip_unknown)
-        if skipped:
-            left_out = {event_id for event_id, _, _ in skipped}
-            fresh = [e for e in fresh if e.id not in left_out]
-        links = self._resolve_anonymous(conn, fresh)
-
-        cipher = self._cipher()
-        rows = []
+        rows: list[dict[str, Any]] = []
         registrations: dict[str, int] = {}
         new_links: dict[str, str] = {}
-        pending: dict[str, int] = {}
-        fields: set[str] = set()
-        for e in fresh:
-            key = e.patient_key if e.patient_id else links.get(e.anonymous_id or "", e.patient_key)
-            data = e.data_dict()
-            fields.update(data)
-            rows.append(
-                {
-                    "event_id": e.id,
-                    "type": e.type,
-                    "version": e.version,
-                    "patient_key": key,
-                    "patient_id": e.patient_id,
-                    "anonymous_id": e.anonymous_id,
-                    "occurred_us": to_micros(e.occurred_at),
-                    "received_us": now_us,
-                    "source": source,
-                    "payload": cipher.encrypt(orjson.dumps(data), record_id=e.id, field="data"),
-                }
-            )
-            pending.setdefault(key, 0)
-            if e.type == "patient.registered" and e.patient_id:
-                registrations.setdefault(e.patient_id, to_micros(e.occurred_at))
-            if e.patient_id and e.anonymous_id and e.anonymous_id not in links:
-                new_links.setdefault(e.anonymous_id, e.patient_id)
-
-        if rows:
-            conn.execute(events.insert(), rows)
-        if registrations:
-            insert_ignoring_conflicts(
-                conn,
-                known_patients,
-                [{"patient_id": p, "registered_us": at} for p, at in registrations.items()],
-                ["patient_id"],
-            )
-        if new_links:
-            insert_ignoring_conflicts(
-                conn,
-                identity_links,
-                [
-                    {"anonymous_id": a, "patient_id": p, "linked_us": now_us}
-                    for a, p in new_links.items()
-                ],
-                ["anonymous_id"],
-            )
-            # The visitor's earlier events now belong to the patient: refold the patient.
-            for patient_id in new_links.values():
-                pending.setdefault(patient_id, 0)
-        if pending:
-            insert_ignoring_conflicts(
-                conn,
-                pending_patients,
-                [{"patient_key": k, "enqueued_us": now_us} for k in pending],
-                ["patient_key"],
-            )
-        if webhook is not None:
-            conn.execute(
-                webhook_messages.insert(),
-                {
-                    "webhook_id": webhook.webhook_id,
-                    "body_sha256": webhook.body_sha256,
-                    "received_us": now_us,
-                },
-            )
-        if rows:
-            append_audit(
-                conn,
-                [
+        pending: set[str] = set()
+        new_hooks: list[dict[str, Any]] = []
+        audit: list[AuditEntry] = []
+        cipher = self._cipher()
+        for item in items:
+            if item.webhook is not None:
+                previous = seen_hooks.get(item.webhook.webhook_id)
+                if previous is not None:
+                    if previous == item.webhook.body_sha256:
+                        item.outcome = IntakeResult(0, len(item.batch), replayed_message=True)
+                    else:
+                        item.outcome = IntakeRejected(
+                            409,
+                            "webhook_id_reused",
+                            "Replayed webhook-id",
+                            "this webhook-id was already accepted with a different body; "
+                            "a new message needs a new webhook-id",
+                        )
+                    continue
+            fresh: list[Event] = []
+            ids_here: set[str] = set()
+            for e in item.batch:
+                if e.id not in seen_events and e.id not in ids_here:
+                    ids_here.add(e.id)
+                    fresh.append(e)
+            registered_here = {e.patient_id for e in fresh if e.type == "patient.registered"}
+            unknown = [
+                e
+                for e in fresh
+                if e.type in NEEDS_KNOWN_PATIENT
+                and e.patient_id not in known
+                and e.patient_id not in registrations
+                and e.patient_id not in registered_here
+            ]
+            skipped: tuple[tuple[str, str, str], ...] = ()
+            if unknown:
+                if not item.skip_unknown:
+                    item.outcome = _unknown_patients(fresh, unknown)
+                    continue
+                skipped = tuple(
+                    (e.id, "unknown_patient", f"patient {e.patient_id} was never registered")
+                    for e in unknown
+                )
+                left_out = {e.id for e in unknown}
+                fresh = [e for e in fresh if e.id not in left_out]
+            fields: set[str] = set()
+            for e in fresh:
+                key = (
+                    e.patient_key if e.patient_id else anon.get(e.anonymous_id or "", e.patient_key)
+                )
+                data = e.data_dict()
+                fields.update(data)
+                rows.append(
+                    {
+                        "event_id": e.id,
+                        "type": e.type,
+                        "version": e.version,
+                        "patient_key": key,
+                        "patient_id": e.patient_id,
+                        "anonymous_id": e.anonymous_id,
+                        "occurred_us": to_micros(e.occurred_at),
+                        "received_us": now_us,
+                        "source": item.source,
+                        "payload": cipher.encrypt(orjson.dumps(data), record_id=e.id, field="data"),
+                    }
+                )
+                pending.add(key)
+                seen_events.add(e.id)
+                if e.type == "patient.registered" and e.patient_id:
+                    registrations.setdefault(e.patient_id, to_micros(e.occurred_at))
+                if e.patient_id and e.anonymous_id and e.anonymous_id not in anon:
+                    new_links.setdefault(e.anonymous_id, e.patient_id)
+                    anon[e.anonymous_id] = e.patient_id
+                    # The visitor's earlier events now belong to the patient: refold the patient.
+                    pending.add(e.patient_id)
+            if item.webhook is not None:
+                seen_hooks[item.webhook.webhook_id] = item.webhook.body_sha256
+                new_hooks.append(
+                    {
+                        "webhook_id": item.webhook.webhook_id,
+                        "body_sha256": item.webhook.body_sha256,
+                        "received_us": now_us,
+                    }
+                )
+            if fresh:
+                audit.append(
                     AuditEntry(
-                        actor=actor,
+                        actor=item.actor,
                         action="write",
                         record_type="event",
                         record_ids=[e.id for e in fresh],
                         fields=sorted(fields),
-                        purpose=f"intake:{source}",
+                        purpose=f"intake:{item.source}",
                     )
-                ],
-                at_us=now_us,
+                )
+            item.outcome = IntakeResult(
+                len(fresh), len(item.batch) - len(fresh) - len(skipped), skipped=skipped
             )
-        return IntakeResult(len(rows), duplicates, skipped=tuple(skipped))
 
-    def _check_known_patients(
-        self, conn: Connection, fresh: Sequence[Event], *, skip: bool
-    ) -> list[tuple[str, str, str]]:
-        registered_here = {e.patient_id for e in fresh if e.type == "patient.registered"}
-        wanted = sorted(
-            {
-                e.patient_id
-                for e in fresh
-                if e.type in NEEDS_KNOWN_PATIENT
-                and e.patient_id
-                and e.patient_id not in registered_here
-            }
+        if rows:
+            insert_rows_fast(conn, events, rows)
+        insert_ignoring_conflicts(
+            conn,
+            known_patients,
+            [{"patient_id": p, "registered_us": at} for p, at in registrations.items()],
+            ["patient_id"],
         )
-        if not wanted:
-            return []
-        known: set[str] = set()
-        for part in _chunks(wanted):
-            known.update(
-                conn.execute(
-                    select(known_patients.c.patient_id).where(known_patients.c.patient_id.in_(part))
-                ).scalars()
-            )
-        unknown = [p for p in wanted if p not in known]
-        if unknown and skip:
-            unknown_set = set(unknown)
-            return [
-                (e.id, "unknown_patient", f"patient {e.patient_id} was never registered")
-                for e in fresh
-                if e.patient_id in unknown_set and e.type in NEEDS_KNOWN_PATIENT
-            ]
-        if unknown:
-            errors = [
-                {
-                    "index": i,
-                    "event_id": e.id,
-                    "reason": "unknown_patient",
-                    "detail": f"patient {e.patient_id} was never registered",
-                }
-                for i, e in enumerate(fresh)
-                if e.patient_id in unknown and e.type in NEEDS_KNOWN_PATIENT
-            ]
-            raise IntakeRejected(
-                422,
-                "unknown_patient",
-                "Unknown patient",
-                f"{len(unknown)} patient id(s) were never registered (send patient.registered "
-                "first); nothing was stored",
-                errors[:100],
-            )
-        return []
+        insert_ignoring_conflicts(
+            conn,
+            identity_links,
+            [
+                {"anonymous_id": a, "patient_id": p, "linked_us": now_us}
+                for a, p in new_links.items()
+            ],
+            ["anonymous_id"],
+        )
+        insert_ignoring_conflicts(
+            conn,
+            pending_patients,
+            [{"patient_key": k, "enqueued_us": now_us} for k in sorted(pending)],
+            ["patient_key"],
+        )
+        if new_hooks:
+            conn.execute(webhook_messages.insert(), new_hooks)
+        if audit:
+            append_audit(conn, audit, at_us=now_us)
 
-    def _resolve_anonymous(self, conn: Connection, fresh: Sequence[Event]) -> dict[str, str]:
-        """anonymous id -> patient id, for visitors who already registered."""
-        anon = sorted({e.anonymous_id for e in fresh if e.anonymous_id})
-        links: dict[str, str] = {}
-        for part in _chunks(anon):
-            for a, p in conn.execute(
+
+def _existing_links(conn: Connection, anonymous_ids: Iterable[str]) -> dict[str, str]:
+    """anonymous id -> patient id, for visitors who already registered."""
+    links: dict[str, str] = {}
+    for part in _chunks(sorted(set(anonymous_ids))):
+        links.update(
+            (row[0], row[1])
+            for row in conn.execute(
                 select(identity_links.c.anonymous_id, identity_links.c.patient_id).where(
                     identity_links.c.anonymous_id.in_(part)
                 )
-            ):
-                links[a] = p
-        return {a: p for a, p in links.items()}
+            )
+        )
+    return links
+
+
+def _unknown_patients(fresh: Sequence[Event], unknown: Sequence[Event]) -> IntakeRejected:
+    index = {e.id: i for i, e in enumerate(fresh)}
+    patients = sorted({e.patient_id for e in unknown if e.patient_id})
+    return IntakeRejected(
+        422,
+        "unknown_patient",
+        "Unknown patient",
+        f"{len(patients)} patient id(s) were never registered (send patient.registered "
+        "first); nothing was stored",
+        [
+            {
+                "index": index[e.id],
+                "event_id": e.id,
+                "reason": "unknown_patient",
+                "detail": f"patient {e.patient_id} was never registered",
+            }
+            for e in unknown[:100]
+        ],
+    )

@@ -1,4 +1,4 @@
-"""Portable INSERT ... ON CONFLICT DO NOTHING for SQLite and PostgreSQL."""
+"""Portable bulk writes for SQLite and PostgreSQL: plain fast inserts, ON CONFLICT DO NOTHING, upserts."""
 
 from __future__ import annotations
 
@@ -35,3 +35,20 @@ def upsert(
         index_elements=list(keys), set_={c: stmt.excluded[c] for c in update}
     )
     conn.execute(stmt, list(rows))
+
+
+def insert_rows_fast(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """A plain multi-row INSERT straight to the driver's executemany.
+
+    SQLAlchemy's per-row parameter processing was a fifth of the intake's time; the values here
+    are already plain ints, strings and bytes, which both drivers take as they are.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from our own Table)
+        f"VALUES ({', '.join([marker] * len(columns))})"
+    )
+    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
