@@ -24,7 +24,7 @@ from telecrm.security.envelope import FieldCipher
 from telecrm.security.errors import MasterKeyMissing
 from telecrm.security.keyring import Keyring, parse_master_key
 from telecrm.settings import Settings
-from telecrm.store.engine import make_engine
+from telecrm.store.engine import make_engine, read_only
 from telecrm.store.migrate import upgrade_to_head
 
 
@@ -98,7 +98,7 @@ class Runtime:
         )
 
     def queue_stats(self) -> tuple[int, int, float]:
-        with self.engine.connect() as conn:
+        with read_only(self.engine).connect() as conn:
             patients = conn.execute(select(func.count()).select_from(pending_patients)).scalar_one()
             if not patients:
                 return 0, 0, 0.0

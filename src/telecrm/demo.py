@@ -176,12 +176,11 @@ def demo_command(
     server.should_exit = True
     thread.join(timeout=10)
 
+    cipher, index = rt.cipher(), rt.blind_index()
     with rt.engine.begin() as conn:
         s = stats(conn)
-        sample = find_patient_key(
-            conn, rt.blind_index(), patient_id="pat_000001", email=None, phone=None
-        )
-        view = patient_view(conn, rt.cipher(), sample, actor="demo", reveal_reason=None, now_us=0)
+        sample = find_patient_key(conn, index, patient_id="pat_000001", email=None, phone=None)
+        view = patient_view(conn, cipher, sample, actor="demo", reveal_reason=None, now_us=0)
         verified = verify_audit(conn)
     _print_stats(s)
     masked = Table(

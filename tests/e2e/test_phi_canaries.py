@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import structlog
-from sqlalchemy import Engine, MetaData, select, text
+from sqlalchemy import Engine, MetaData, select
 
 from telecrm.observability.logs import configure_logging
 from tests.support.builders import (
@@ -117,8 +117,11 @@ def test_canary_phi_is_nowhere_in_clear_text(
     }
     if engine.dialect.name == "sqlite":
         db_path = Path(engine.url.database or "")
-        with engine.connect() as conn:
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        raw_conn = engine.raw_connection()  # a checkpoint runs outside any transaction
+        try:
+            raw_conn.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw_conn.close()
         raw = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
         places["database file"] = raw.decode("latin-1")
     for where, content in places.items():

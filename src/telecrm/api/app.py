@@ -15,6 +15,7 @@ from telecrm.api.problems import install_problem_handlers, problem_response
 from telecrm.api.routes_events import build_router
 from telecrm.bootstrap import EmbeddedWorker, Runtime
 from telecrm.ingest.group_commit import GroupCommitWriter
+from telecrm.store.engine import read_only
 
 
 def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> FastAPI:
@@ -48,7 +49,7 @@ def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> Fast
     @app.get("/healthz", summary="Liveness and database reachability")
     def healthz() -> Response:
         try:
-            with runtime.engine.connect() as conn:
+            with read_only(runtime.engine).connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception:
             return problem_response(

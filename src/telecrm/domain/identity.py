@@ -32,7 +32,8 @@ def _plain_email(value: str) -> str | None:
     if len(lowered) > 254 or not _PLAIN_EMAIL.fullmatch(lowered):
         return None
     local, _, domain = lowered.partition("@")
-    if len(local) > 64 or "xn--" in domain:
+    # Labels with "--" in their 3rd and 4th places are reserved for IDNA (RFC 5891 4.2.3.1).
+    if len(local) > 64 or any(label[2:4] == "--" for label in domain.split(".")):
         return None
     if any(domain == d or domain.endswith("." + d) for d in _SPECIAL_USE):
         return None

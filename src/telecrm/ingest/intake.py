@@ -156,10 +156,13 @@ class EventIntake:
         in_transaction: Callable[[Connection, IntakeResult], None] | None = None,
     ) -> None:
         """Store every submission that passes its checks, in one transaction; set each outcome."""
+        # Keys first: opening the keyring may need its own transaction, and on SQLite a second
+        # writer inside ours would wait for us forever.
+        cipher = self._cipher()
         for attempt in range(ATTEMPTS):
             try:
                 with self._engine.begin() as conn:
-                    self._store(conn, items)
+                    self._store(conn, items, cipher)
                     if in_transaction is not None:
                         first = items[0].outcome
                         if isinstance(first, IntakeResult):
@@ -176,7 +179,7 @@ class EventIntake:
         if accepted and self._on_accepted is not None:
             self._on_accepted(accepted)
 
-    def _store(self, conn: Connection, items: Sequence[Submission]) -> None:
+    def _store(self, conn: Connection, items: Sequence[Submission], cipher: FieldCipher) -> None:
         now_us = to_micros(self._clock.now())
         hooks = [i.webhook.webhook_id for i in items if i.webhook is not None]
         seen_hooks: dict[str, str] = {}
@@ -210,7 +213,6 @@ class EventIntake:
         pending: set[str] = set()
         new_hooks: list[dict[str, Any]] = []
         audit: list[AuditEntry] = []
-        cipher = self._cipher()
         for item in items:
             if item.webhook is not None:
                 previous = seen_hooks.get(item.webhook.webhook_id)

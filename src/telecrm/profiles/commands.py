@@ -11,6 +11,7 @@ from telecrm.cli_support import console, fail, friendly_errors, now_us, runtime
 from telecrm.domain.lifecycle import CRM_STATUS, Stage
 from telecrm.profiles.rebuild import projection_digest, rebuild_projection
 from telecrm.profiles.views import PatientNotFound, find_patient_key, patient_view, stats
+from telecrm.store.engine import read_only
 
 lifecycle_app = typer.Typer(
     help="Lifecycle stages: rebuild from the event log, run the time sweep.", no_args_is_help=True
@@ -114,14 +115,13 @@ def show(
     except InvalidIdentity as exc:
         raise fail(str(exc), code=2) from None
     rt = runtime()
+    cipher, index = rt.cipher(), rt.blind_index()
     try:
         with rt.engine.begin() as conn:
-            key = find_patient_key(
-                conn, rt.blind_index(), patient_id=patient_id, email=email_n, phone=phone_n
-            )
+            key = find_patient_key(conn, index, patient_id=patient_id, email=email_n, phone=phone_n)
             view = patient_view(
                 conn,
-                rt.cipher(),
+                cipher,
                 key,
                 actor=actor,
                 reveal_reason=reason if reveal else None,
@@ -150,7 +150,7 @@ def show(
 def stats_command() -> None:
     """Patients per lifecycle stage, events per type, and the 4 funnels."""
     rt = runtime()
-    with rt.engine.connect() as conn:
+    with read_only(rt.engine).connect() as conn:
         s = stats(conn)
     total = sum(s.patients_by_stage.values()) or 1
     stages = Table("stage", "CRM status", "patients", "share", title="patients by stage")

@@ -18,11 +18,12 @@ from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles, stage_transitions
 from telecrm.profiles.worker import BatchReport, ProfileWorker
 from telecrm.security.envelope import FieldCipher
+from telecrm.store.engine import read_only
 
 
 def projection_digest(engine: Engine, cipher: FieldCipher) -> str:
     digest = hashlib.sha256()
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         for row in conn.execute(select(profiles).order_by(profiles.c.patient_key)).yield_per(2000):
             stored = decode(row, cipher)
             p = stored.profile

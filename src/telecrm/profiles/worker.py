@@ -89,9 +89,10 @@ class ProfileWorker:
 
     def run_once(self, limit: int = 500) -> BatchReport:
         """Process up to `limit` pending patients in one transaction."""
+        keys_ready = self._cipher(), self._index()  # before the transaction: see intake.store_group
         with self._engine.begin() as conn:
             keys = _claim(conn, limit)
-            report = self._process(conn, keys) if keys else BatchReport()
+            report = self._process(conn, keys, *keys_ready) if keys else BatchReport()
         if self._publish is not None:
             for message in report.messages:
                 self._publish(message)
@@ -123,10 +124,11 @@ class ProfileWorker:
         row.update(sealed="{}", email_bidx=None, phone_bidx=None)
         return row
 
-    def _process(self, conn: Connection, keys: list[str]) -> BatchReport:
+    def _process(
+        self, conn: Connection, keys: list[str], cipher: FieldCipher, index: BlindIndex
+    ) -> BatchReport:
         now = self._clock.now()
         now_us = to_micros(now)
-        cipher, index = self._cipher(), self._index()
         report = BatchReport(patients=len(keys))
 
         patient_ids = [k for k in keys if not k.startswith("anon:")]

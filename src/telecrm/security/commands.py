@@ -11,6 +11,7 @@ from telecrm.domain.clock import from_micros
 from telecrm.ingest.signatures import generate_secret
 from telecrm.security.audit import audit_rows, verify_audit
 from telecrm.security.keyring import generate_master_key, list_data_keys, rotate_keys
+from telecrm.store.engine import read_only
 
 keys_app = typer.Typer(
     help="Encryption keys: generate a master key, rotate without downtime.", no_args_is_help=True
@@ -60,7 +61,7 @@ def keys_rotate(
 def keys_list() -> None:
     """List data keys (ids, purpose, which master key wraps them). Never prints key material."""
     rt = runtime()
-    with rt.engine.connect() as conn:
+    with read_only(rt.engine).connect() as conn:
         rows = list_data_keys(conn)
     table = Table("key id", "purpose", "active", "wrapped by", "created")
     for r in rows:
@@ -91,7 +92,7 @@ def audit_verify() -> None:
         console=console,
     ) as bar:
         task = bar.add_task("verify", total=None)
-        with rt.engine.connect() as conn:
+        with read_only(rt.engine).connect() as conn:
             result = verify_audit(conn, progress=lambda n: bar.update(task, completed=n))
     if result.ok:
         console.print(f"[green]audit chain intact[/]: {result.rows_checked:,} rows verified")
@@ -108,7 +109,7 @@ def audit_show(
 ) -> None:
     """Show the newest audit entries (who, what, which fields, when, why)."""
     rt = runtime()
-    with rt.engine.connect() as conn:
+    with read_only(rt.engine).connect() as conn:
         rows = audit_rows(conn, record_id=record, limit=limit)
     table = Table("seq", "at", "actor", "action", "record", "fields", "purpose")
     for r in rows:

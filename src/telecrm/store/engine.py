@@ -17,6 +17,11 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def read_only(engine: Engine) -> Engine:
+    """The same engine for long read-only work: on SQLite it does not hold the write lock."""
+    return engine.execution_options(sqlite_deferred=True)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings telecrm relies on (WAL and a busy timeout on SQLite)."""
     parsed = make_url(url)
@@ -29,6 +34,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # We issue BEGIN ourselves (below); pysqlite's implicit BEGIN would be DEFERRED.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a commit survives a process crash; only a power loss can
@@ -37,6 +44,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            # BEGIN IMMEDIATE takes the write lock up front. A DEFERRED transaction that reads and
+            # then writes fails at once (SQLITE_BUSY_SNAPSHOT, no busy wait) when another writer
+            # committed in between, and two queue claimers would both read the same rows.
+            # Long read-only work opts out with execution_options(sqlite_deferred=True).
+            deferred = conn.get_execution_options().get("sqlite_deferred", False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() == "postgresql":
