@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from telecrm.bootstrap import Runtime, bootstrap
@@ -52,8 +53,22 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def load_settings() -> Settings:
+    """Settings from the environment, or one red line per bad variable (values never echoed)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            name = "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"TELECRM_{name}: {err['msg']}" if name else err["msg"])
+        raise fail(
+            "; ".join(problems), hint="see docs/operations.md for every setting", code=2
+        ) from None
+
+
 def runtime(settings: Settings | None = None) -> Runtime:
-    return bootstrap(settings or Settings())
+    return bootstrap(settings or load_settings())
 
 
 def now_us(rt: Runtime) -> int:

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from telecrm.domain.lifecycle import Thresholds
@@ -46,6 +46,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> Settings:
+        if self.at_risk_days >= self.churn_days:
+            raise ValueError(
+                "TELECRM_AT_RISK_DAYS must be smaller than TELECRM_CHURN_DAYS "
+                f"(now {self.at_risk_days} and {self.churn_days})"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -111,3 +111,11 @@ def test_a_missing_master_key_is_one_clear_line(env) -> None:
 def test_import_of_a_missing_file_fails_cleanly(env) -> None:
     result = run(env, "import", "/nonexistent/events.jsonl")
     assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_a_bad_setting_is_named_without_its_value(env) -> None:
+    result = run({**env, "TELECRM_AT_RISK_DAYS": "soon"}, "stats")
+    assert result.exit_code == 2
+    assert "TELECRM_AT_RISK_DAYS" in result.output and "Traceback" not in result.output
+    swapped = run({**env, "TELECRM_AT_RISK_DAYS": "200", "TELECRM_CHURN_DAYS": "100"}, "stats")
+    assert swapped.exit_code == 2 and "smaller than TELECRM_CHURN_DAYS" in swapped.output

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -17,6 +18,8 @@ from telecrm.ingest.errors import IntakeRejected
 from telecrm.ingest.group_commit import GroupCommitWriter
 from telecrm.ingest.intake import Submission, WebhookReceipt, validate_batch
 from telecrm.ingest.signatures import SignatureError
+
+log = structlog.get_logger("telecrm.intake")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -124,6 +127,13 @@ def build_router(runtime: Runtime, writer: GroupCommitWriter) -> APIRouter:
                 ) from None
         except Problem as exc:
             metrics.requests_rejected.labels(reason=exc.code).inc()
+            # Reason codes and counts only: the request's values may be PHI.
+            log.info(
+                "intake.rejected",
+                status=exc.status,
+                reason=exc.code,
+                errors=len(exc.extra.get("errors", ())),
+            )
             raise
         metrics.events_accepted.labels(source="webhook").inc(result.accepted)
         metrics.events_duplicate.labels(source="webhook").inc(result.duplicates)
