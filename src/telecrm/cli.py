@@ -6,9 +6,11 @@ import typer
 
 from telecrm import __version__
 from telecrm.cli_support import console, friendly_errors, runtime
+from telecrm.demo import demo_command
 from telecrm.ingest.commands import import_command
 from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command, worker_command
 from telecrm.security.commands import audit_app, keys_app, secrets_app
+from telecrm.simulate.cli import simulate_app
 
 app = typer.Typer(
     name="telecrm",
@@ -25,6 +27,8 @@ app.add_typer(patients_app, name="patients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(simulate_app, name="simulate")
+app.command("demo")(demo_command)
 app.command("import")(import_command)
 app.command("stats")(stats_command)
 app.command("worker")(worker_command)
@@ -67,17 +71,6 @@ def serve(
 def version() -> None:
     """Print the version."""
     console.print(__version__)
-
-
-def _mount_optional() -> None:
-    from telecrm.demo import demo_command
-    from telecrm.simulate.cli import simulate_app
-
-    app.command("demo")(demo_command)
-    app.add_typer(simulate_app, name="simulate")
-
-
-_mount_optional()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from telecrm.cli_support import console, fail, friendly_errors
-from telecrm.domain.lifecycle import CRM_STATUS, Stage
 from telecrm.ingest.signatures import generate_secret, signed_headers
 from telecrm.security.keyring import generate_master_key
 
@@ -101,6 +100,7 @@ def demo_command(
     from telecrm.api.app import create_app
     from telecrm.bootstrap import bootstrap
     from telecrm.observability.logs import configure_logging
+    from telecrm.profiles.commands import print_stages_and_funnels
     from telecrm.profiles.views import find_patient_key, patient_view, stats
     from telecrm.security.audit import verify_audit
     from telecrm.settings import Settings
@@ -182,7 +182,7 @@ def demo_command(
         sample = find_patient_key(conn, index, patient_id="pat_000001", email=None, phone=None)
         view = patient_view(conn, cipher, sample, actor="demo", reveal_reason=None, now_us=0)
         verified = verify_audit(conn)
-    _print_stats(s)
+    print_stages_and_funnels(s)
     masked = Table(
         "field", "value", title=f"{view.patient_key}: {view.stage} — masked view (audited)"
     )
@@ -275,21 +275,3 @@ def _show_bad_input(client: httpx.Client, secret: str) -> None:
             label, str(response.status_code), f"{problem.get('title')}: {problem.get('detail')}"
         )
     console.print(table)
-
-
-def _print_stats(s: Any) -> None:
-    total = sum(s.patients_by_stage.values()) or 1
-    stages = Table("stage", "CRM status", "patients", "share", title="lifecycle stages")
-    for stage, n in s.patients_by_stage.items():
-        stages.add_row(stage, CRM_STATUS[Stage(stage)], f"{n:,}", f"{n / total:.1%}")
-    console.print(stages)
-    funnels = Table("funnel", "from → to", "entered", "converted", "conversion", title="funnels")
-    for f in s.funnels:
-        funnels.add_row(
-            f.funnel.name,
-            f"{f.funnel.start} → {f.funnel.end}",
-            f"{f.entered:,}",
-            f"{f.converted:,}",
-            "—" if f.rate is None else f"{f.rate:.1%}",
-        )
-    console.print(funnels)

@@ -182,16 +182,9 @@ class EventIntake:
     def _store(self, conn: Connection, items: Sequence[Submission], cipher: FieldCipher) -> None:
         now_us = to_micros(self._clock.now())
         hooks = [i.webhook.webhook_id for i in items if i.webhook is not None]
-        seen_hooks: dict[str, str] = {}
-        for part in _chunks(sorted(set(hooks))):
-            seen_hooks.update(
-                (row[0], row[1])
-                for row in conn.execute(
-                    select(webhook_messages.c.webhook_id, webhook_messages.c.body_sha256).where(
-                        webhook_messages.c.webhook_id.in_(part)
-                    )
-                )
-            )
+        seen_hooks = _lookup(
+            conn, webhook_messages.c.webhook_id, webhook_messages.c.body_sha256, hooks
+        )
         seen_events = _existing(conn, events.c.event_id, (e.id for i in items for e in i.batch))
         known = _existing(
             conn,
@@ -203,8 +196,12 @@ class EventIntake:
                 if e.patient_id and e.type in NEEDS_KNOWN_PATIENT
             ),
         )
-        anon = _existing_links(
-            conn, (e.anonymous_id for i in items for e in i.batch if e.anonymous_id)
+        # anonymous id -> patient id, for visitors who already registered
+        anon = _lookup(
+            conn,
+            identity_links.c.anonymous_id,
+            identity_links.c.patient_id,
+            (e.anonymous_id for i in items for e in i.batch if e.anonymous_id),
         )
 
         rows: list[dict[str, Any]] = []
@@ -337,19 +334,14 @@ class EventIntake:
             append_audit(conn, audit, at_us=now_us)
 
 
-def _existing_links(conn: Connection, anonymous_ids: Iterable[str]) -> dict[str, str]:
-    """anonymous id -> patient id, for visitors who already registered."""
-    links: dict[str, str] = {}
-    for part in _chunks(sorted(set(anonymous_ids))):
-        links.update(
-            (row[0], row[1])
-            for row in conn.execute(
-                select(identity_links.c.anonymous_id, identity_links.c.patient_id).where(
-                    identity_links.c.anonymous_id.in_(part)
-                )
-            )
+def _lookup(conn: Connection, key: Any, value: Any, keys: Iterable[str]) -> dict[str, str]:
+    """`key -> value` for those of `keys` that have a row."""
+    found: dict[str, str] = {}
+    for part in _chunks(sorted(set(keys))):
+        found.update(
+            (row[0], row[1]) for row in conn.execute(select(key, value).where(key.in_(part)))
         )
-    return links
+    return found
 
 
 def _unknown_patients(fresh: Sequence[Event], unknown: Sequence[Event]) -> IntakeRejected:

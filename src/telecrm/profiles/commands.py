@@ -10,7 +10,7 @@ from rich.table import Table
 from telecrm.cli_support import console, fail, friendly_errors, now_us, runtime
 from telecrm.domain.lifecycle import CRM_STATUS, Stage
 from telecrm.profiles.rebuild import projection_digest, rebuild_projection
-from telecrm.profiles.views import PatientNotFound, find_patient_key, patient_view, stats
+from telecrm.profiles.views import PatientNotFound, Stats, find_patient_key, patient_view, stats
 from telecrm.store.engine import read_only
 
 lifecycle_app = typer.Typer(
@@ -146,14 +146,10 @@ def show(
     console.print(history)
 
 
-@friendly_errors
-def stats_command() -> None:
-    """Patients per lifecycle stage, events per type, and the 4 funnels."""
-    rt = runtime()
-    with read_only(rt.engine).connect() as conn:
-        s = stats(conn)
+def print_stages_and_funnels(s: Stats) -> None:
+    """The stage distribution and the 4 funnels as tables (`telecrm stats` and the demo)."""
     total = sum(s.patients_by_stage.values()) or 1
-    stages = Table("stage", "CRM status", "patients", "share", title="patients by stage")
+    stages = Table("stage", "CRM status", "patients", "share", title="lifecycle stages")
     for stage, n in s.patients_by_stage.items():
         stages.add_row(stage, CRM_STATUS[Stage(stage)], f"{n:,}", f"{n / total:.1%}")
     console.print(stages)
@@ -167,6 +163,15 @@ def stats_command() -> None:
             "—" if f.rate is None else f"{f.rate:.1%}",
         )
     console.print(funnels)
+
+
+@friendly_errors
+def stats_command() -> None:
+    """Patients per lifecycle stage, events per type, and the 4 funnels."""
+    rt = runtime()
+    with read_only(rt.engine).connect() as conn:
+        s = stats(conn)
+    print_stages_and_funnels(s)
     types = Table("event type", "count", title="events by type")
     for t, n in s.events_by_type.items():
         types.add_row(t, f"{n:,}")
