@@ -262,7 +262,7 @@ def test_health_and_metrics_report_what_happened(api: SignedClient, clock) -> No
     text = api.client.get("/metrics").text
     assert 'telecrm_events_accepted_total{source="webhook"} 1.0' in text
     assert 'telecrm_events_rejected_total{reason="malformed_json"} 1.0' in text
-    assert "telecrm_queue_pending_events 1.0" in text
+    assert "telecrm_queue_depth 1.0" in text
     assert "telecrm_processing_lag_seconds" in text
 
 

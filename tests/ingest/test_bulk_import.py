@@ -115,3 +115,28 @@ def test_an_unknown_file_type_is_a_clear_error(runtime, clock, tmp_path) -> None
     path.write_text("<events/>")
     with pytest.raises(ImportFileError, match=r"\.jsonl"):
         import_file(path, runtime.intake(), clock, engine_connect=runtime.engine.connect)
+
+
+def test_the_parallel_parser_gives_the_same_result_as_the_inline_one(
+    runtime, clock, tmp_path
+) -> None:
+    start = clock.now() - 30 * DAY
+    lines = [e for i in range(30) for e in customer_journey(f"pat_{i}", start)]
+    lines.insert(7, b"{broken")
+    lines.insert(40, event("order.paid", "pat_ghost", start, {"order_id": "o", "amount": 5}))
+    lines.append(lines[3])  # a duplicate id
+    path = write_jsonl(tmp_path / "par.jsonl", lines)
+    report = import_file(
+        path,
+        runtime.intake(),
+        clock,
+        engine_connect=runtime.engine.connect,
+        chunk_lines=20,
+        parallel=True,
+    )
+    assert report.accepted == 150 and report.duplicates == 1
+    assert sorted((r.line, r.reason) for r in report.rejections) == [
+        (8, "malformed_json"),
+        (41, "unknown_patient"),
+    ]
+    assert count(runtime) == 150

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -23,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from telecrm.domain.clock import to_micros
 from telecrm.domain.identity import InvalidIdentity, clean_name, normalise_email, normalise_phone
 
 MAX_FUTURE_SKEW = timedelta(minutes=5)  # clocks drift; an event from further ahead is a bug
@@ -338,8 +341,13 @@ class Envelope(_Model):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Event(_Model):
-    """A validated event: the envelope plus its typed data."""
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated event: the envelope plus its typed data.
+
+    A plain frozen dataclass: every part was validated by `parse_event`, and building a pydantic
+    model a second time cost a tenth of the bulk import.
+    """
 
     id: str
     type: str
@@ -356,6 +364,15 @@ class Event(_Model):
 
     def data_dict(self) -> dict[str, Any]:
         return self.data.model_dump(mode="json", exclude_none=True)
+
+    @property
+    def occurred_us(self) -> int:
+        return to_micros(self.occurred_at)
+
+    def log_record(self) -> tuple[bytes, tuple[str, ...]]:
+        """`data` as the JSON the event log stores (before encryption), and its field names."""
+        data = self.data_dict()
+        return orjson.dumps(data), tuple(data)
 
     def to_wire(self) -> dict[str, Any]:
         patient: dict[str, str] = {}
@@ -447,8 +464,7 @@ def parse_event(raw: Any, *, now: datetime) -> Event:
         data = model.model_validate(env.data)
     except ValidationError as exc:
         raise EventRejected("invalid_data", _describe(exc, "data."), event_id=env.id) from None
-    # Every part was validated above; construct skips validating them a second time (hot path).
-    return Event.model_construct(
+    return Event(
         id=env.id,
         type=env.type,
         version=env.version,
@@ -471,7 +487,7 @@ def event_from_stored(
 ) -> Event:
     """Rebuild an Event from the log (already validated once when it came in)."""
     model = DATA_MODELS[(type_, version)]
-    return Event.model_construct(
+    return Event(
         id=event_id,
         type=type_,
         version=version,

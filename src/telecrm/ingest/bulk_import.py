@@ -10,8 +10,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +23,20 @@ import orjson
 from sqlalchemy import Connection, select
 
 from telecrm.domain.clock import Clock, to_micros
-from telecrm.domain.events import EventRejected, parse_event
+from telecrm.domain.events import EventRejected
 from telecrm.ingest.intake import EventIntake, IntakeResult
+from telecrm.ingest.line_parser import ParsedChunk, Rejection, parse_chunk
 from telecrm.ingest.tables import import_checkpoints
 from telecrm.store.upsert import upsert
 
 CHUNK_LINES = 5000
 CSV_COLUMNS = ("id", "type", "version", "occurred_at", "patient_id", "anonymous_id", "data")
 MAX_LINE_BYTES = 1024 * 1024
+PARALLEL_OVER = 8 * 1024 * 1024  # below this, starting a helper process costs more than it saves
 
 
 class ImportFileError(ValueError):
     """The file as a whole cannot be imported (missing, unknown format, bad CSV header)."""
-
-
-@dataclass
-class Rejection:
-    line: int
-    event_id: str | None
-    reason: str
-    detail: str
 
 
 @dataclass
@@ -67,13 +65,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield number, EventRejected("line_too_long", f"line is over {MAX_LINE_BYTES} bytes")
                 continue
             stripped = line.strip()
-            if not stripped:
-                yield number, None
-                continue
-            try:
-                yield number, orjson.loads(stripped)
-            except orjson.JSONDecodeError as exc:
-                yield number, EventRejected("malformed_json", f"not valid JSON ({exc.msg})")
+            yield number, (stripped or None)
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, Any]]:
@@ -122,6 +114,22 @@ def records(path: Path) -> Iterator[tuple[int, Any]]:
     raise ImportFileError(f"unknown file type {suffix!r}: use .jsonl (one event per line) or .csv")
 
 
+def _chunks_of(
+    lines: Iterator[tuple[int, Any]], start_after: int, size: int
+) -> Iterator[tuple[int, list[tuple[int, Any]]]]:
+    chunk: list[tuple[int, Any]] = []
+    number = start_after
+    for number, raw in lines:
+        if number <= start_after:
+            continue
+        chunk.append((number, raw))
+        if number % size == 0:
+            yield number, chunk
+            chunk = []
+    if chunk or number == start_after:
+        yield number, chunk
+
+
 def import_file(
     path: Path,
     intake: EventIntake,
@@ -131,7 +139,10 @@ def import_file(
     progress: Callable[[int], None] | None = None,
     chunk_lines: int = CHUNK_LINES,
     actor: str = "import",
+    parallel: bool | None = None,
 ) -> ImportReport:
+    """Import a file; `parallel` (default: for files over PARALLEL_OVER bytes) parses the next
+    chunk in a helper process while this one stores the current chunk."""
     if not path.is_file():
         raise ImportFileError(f"no such file: {path}")
     digest = file_digest(path)
@@ -141,15 +152,17 @@ def import_file(
             select(import_checkpoints).where(import_checkpoints.c.file_sha256 == digest)
         ).first()
     if row is not None:
-        report.resumed_from_line = row.lines_done
+        report.resumed_from_line = report.lines = row.lines_done
         report.accepted, report.duplicates, report.rejected = (
             row.accepted,
             row.duplicates,
             row.rejected,
         )
 
-    def checkpoint(last_line: int) -> Callable[[Connection, IntakeResult], None]:
-        def write(conn: Connection, result: IntakeResult) -> None:
+    def store(chunk: ParsedChunk) -> None:
+        rejected_here = len(chunk.rejections)
+
+        def checkpoint(conn: Connection, result: IntakeResult) -> None:
             upsert(
                 conn,
                 import_checkpoints,
@@ -157,10 +170,10 @@ def import_file(
                     {
                         "file_sha256": digest,
                         "path": str(path)[:1024],
-                        "lines_done": last_line,
+                        "lines_done": chunk.last_line,
                         "accepted": report.accepted + result.accepted,
-                        "duplicates": report.duplicates + result.duplicates,
-                        "rejected": report.rejected + pending_rejections + len(result.skipped),
+                        "duplicates": report.duplicates + chunk.duplicates + result.duplicates,
+                        "rejected": report.rejected + rejected_here + len(result.skipped),
                         "updated_us": to_micros(clock.now()),
                     }
                 ],
@@ -168,62 +181,41 @@ def import_file(
                 ["lines_done", "accepted", "duplicates", "rejected", "updated_us", "path"],
             )
 
-        return write
-
-    chunk: list[Any] = []
-    line_of: dict[str, int] = {}
-    pending_rejections = 0
-    last_line = report.resumed_from_line
-
-    def flush() -> None:
-        nonlocal chunk, pending_rejections
         result = intake.accept(
-            chunk,
+            chunk.events,
             source="import",
             actor=actor,
             unknown_patients="skip",
-            in_transaction=checkpoint(last_line),
+            in_transaction=checkpoint,
         )
         report.accepted += result.accepted
-        report.duplicates += result.duplicates
+        report.duplicates += chunk.duplicates + result.duplicates
+        report.rejections.extend(chunk.rejections)
         for event_id, reason, detail in result.skipped:
-            report.rejections.append(Rejection(line_of.get(event_id, 0), event_id, reason, detail))
-        report.rejected += pending_rejections + len(result.skipped)
-        pending_rejections = 0
-        chunk = []
-        line_of.clear()
+            report.rejections.append(
+                Rejection(chunk.line_of.get(event_id, 0), event_id, reason, detail)
+            )
+        report.rejected += rejected_here + len(result.skipped)
+        report.lines = max(report.lines, chunk.last_line)
+        if progress is not None:
+            progress(chunk.last_line)
 
-    now = clock.now()
-    for number, raw in records(path):
-        if number <= report.resumed_from_line:
-            continue
-        last_line = number
-        report.lines = number
-        if raw is None:
-            continue
-        if isinstance(raw, EventRejected):
-            report.rejections.append(Rejection(number, None, raw.reason, raw.detail))
-            pending_rejections += 1
-        else:
-            try:
-                event = parse_event(raw, now=now)
-            except EventRejected as exc:
-                report.rejections.append(Rejection(number, exc.event_id, exc.reason, exc.detail))
-                pending_rejections += 1
-            else:
-                if event.id in line_of:
-                    report.duplicates += 1
-                else:
-                    line_of[event.id] = number
-                    chunk.append(event)
-        if number % chunk_lines == 0:
-            flush()
-            if progress is not None:
-                progress(number)
-            now = clock.now()
-    flush()
-    if progress is not None:
-        progress(report.lines)
+    chunks = _chunks_of(records(path), report.resumed_from_line, chunk_lines)
+    if parallel is None:
+        parallel = path.stat().st_size > PARALLEL_OVER and (os.cpu_count() or 1) > 1
+    if not parallel:
+        for last_line, lines in chunks:
+            store(parse_chunk(lines, last_line, clock.now()))
+        return report
+    # Spawned, not forked: the child must not inherit this process's database connections.
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        in_flight: deque[Future[ParsedChunk]] = deque()
+        for last_line, lines in chunks:
+            in_flight.append(pool.submit(parse_chunk, lines, last_line, clock.now()))
+            if len(in_flight) > 2:
+                store(in_flight.popleft().result())
+        while in_flight:
+            store(in_flight.popleft().result())
     return report
 
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
@@ -59,11 +58,31 @@ class IntakeResult:
         return body
 
 
+class Storable(Protocol):
+    """What the intake needs of an event: a parsed `Event`, or a bulk import's `ParsedEvent`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def patient_id(self) -> str | None: ...
+    @property
+    def anonymous_id(self) -> str | None: ...
+    @property
+    def patient_key(self) -> str: ...
+    @property
+    def occurred_us(self) -> int: ...
+    def log_record(self) -> tuple[bytes, tuple[str, ...]]: ...
+
+
 @dataclass(slots=True)
 class Submission:
     """One request's (or one import chunk's) validated events, on their way to the database."""
 
-    batch: Sequence[Event]
+    batch: Sequence[Storable]
     source: str
     actor: str
     webhook: WebhookReceipt | None = None
@@ -128,7 +147,7 @@ class EventIntake:
 
     def accept(
         self,
-        batch: Sequence[Event],
+        batch: Sequence[Storable],
         *,
         source: str,
         actor: str,
@@ -225,7 +244,7 @@ class EventIntake:
                             "a new message needs a new webhook-id",
                         )
                     continue
-            fresh: list[Event] = []
+            fresh: list[Storable] = []
             ids_here: set[str] = set()
             for e in item.batch:
                 if e.id not in seen_events and e.id not in ids_here:
@@ -256,8 +275,8 @@ class EventIntake:
                 key = (
                     e.patient_key if e.patient_id else anon.get(e.anonymous_id or "", e.patient_key)
                 )
-                data = e.data_dict()
-                fields.update(data)
+                payload, keys = e.log_record()
+                fields.update(keys)
                 rows.append(
                     {
                         "event_id": e.id,
@@ -266,16 +285,16 @@ class EventIntake:
                         "patient_key": key,
                         "patient_id": e.patient_id,
                         "anonymous_id": e.anonymous_id,
-                        "occurred_us": to_micros(e.occurred_at),
+                        "occurred_us": e.occurred_us,
                         "received_us": now_us,
                         "source": item.source,
-                        "payload": cipher.encrypt(orjson.dumps(data), record_id=e.id, field="data"),
+                        "payload": cipher.encrypt(payload, record_id=e.id, field="data"),
                     }
                 )
                 pending.add(key)
                 seen_events.add(e.id)
                 if e.type == "patient.registered" and e.patient_id:
-                    registrations.setdefault(e.patient_id, to_micros(e.occurred_at))
+                    registrations.setdefault(e.patient_id, e.occurred_us)
                 if e.patient_id and e.anonymous_id and e.anonymous_id not in anon:
                     new_links.setdefault(e.anonymous_id, e.patient_id)
                     anon[e.anonymous_id] = e.patient_id
@@ -344,7 +363,7 @@ def _lookup(conn: Connection, key: Any, value: Any, keys: Iterable[str]) -> dict
     return found
 
 
-def _unknown_patients(fresh: Sequence[Event], unknown: Sequence[Event]) -> IntakeRejected:
+def _unknown_patients(fresh: Sequence[Storable], unknown: Sequence[Storable]) -> IntakeRejected:
     index = {e.id: i for i, e in enumerate(fresh)}
     patients = sorted({e.patient_id for e in unknown if e.patient_id})
     return IntakeRejected(

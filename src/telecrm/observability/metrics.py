@@ -12,22 +12,19 @@ from prometheus_client.registry import Collector
 class QueueCollector(Collector):
     """Queue depth and processing lag, read from the database at scrape time."""
 
-    def __init__(self, read: Callable[[], tuple[int, int, float]]) -> None:
+    def __init__(self, read: Callable[[], tuple[int, float]]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        pending_patients, pending_events, lag = self._read()
+        pending_patients, lag = self._read()
         yield GaugeMetricFamily(
-            "telecrm_queue_pending_patients",
-            "Patients with events not yet projected",
+            "telecrm_queue_depth",
+            "Patients with accepted events not yet folded into their profile",
             pending_patients,
         )
         yield GaugeMetricFamily(
-            "telecrm_queue_pending_events", "Events accepted but not yet projected", pending_events
-        )
-        yield GaugeMetricFamily(
             "telecrm_processing_lag_seconds",
-            "Age of the oldest accepted event not yet projected (0 when the queue is empty)",
+            "How long the longest-waiting patient has waited to be folded (0 when the queue is empty)",
             lag,
         )
 
@@ -66,5 +63,5 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
 
-    def watch_queue(self, read: Callable[[], tuple[int, int, float]]) -> None:
+    def watch_queue(self, read: Callable[[], tuple[int, float]]) -> None:
         self.registry.register(QueueCollector(read))

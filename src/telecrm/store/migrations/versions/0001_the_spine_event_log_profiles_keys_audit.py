@@ -82,8 +82,6 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_events_patient_order", ["patient_key", "occurred_us", "seq"], unique=False
         )
-        batch_op.create_index("ix_events_type", ["type"], unique=False)
-        batch_op.create_index("ix_events_unprocessed", ["patient_key", "processed"], unique=False)
 
     op.create_table(
         "identity_links",
@@ -221,8 +219,6 @@ def downgrade() -> None:
 
     op.drop_table("identity_links")
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.drop_index("ix_events_unprocessed")
-        batch_op.drop_index("ix_events_type")
         batch_op.drop_index("ix_events_patient_order")
 
     op.drop_table("events")
