@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from telecrm.domain.clock import from_micros
 from telecrm.domain.events import Event, event_from_stored
@@ -41,17 +41,19 @@ def decode_event(row: Any, cipher: FieldCipher) -> Event:
     )
 
 
+# Built once: an expanding IN parameter keeps SQLAlchemy's compiled-statement cache warm.
+_ROWS_OF = select(*EVENT_COLUMNS).where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
+_NEW_ROWS_OF = _ROWS_OF.where(events.c.processed.is_(False))
+
+
 def rows_for(
     conn: Connection, keys: Sequence[str], *, unprocessed_only: bool
 ) -> dict[str, list[Any]]:
     """Event rows per patient key, each list in (occurred_us, seq) order."""
     out: dict[str, list[Any]] = {k: [] for k in keys}
+    query = _NEW_ROWS_OF if unprocessed_only else _ROWS_OF
     for start in range(0, len(keys), IN_CHUNK):
-        part = keys[start : start + IN_CHUNK]
-        query = select(*EVENT_COLUMNS).where(events.c.patient_key.in_(part))
-        if unprocessed_only:
-            query = query.where(events.c.processed.is_(False))
-        for row in conn.execute(query):
+        for row in conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])}):
             out[row.patient_key].append(row)
     for rows in out.values():
         rows.sort(key=lambda r: (r.occurred_us, r.seq))

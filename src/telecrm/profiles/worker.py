@@ -114,11 +114,9 @@ class ProfileWorker:
             if on_batch is not None:
                 on_batch(report)
 
-    def _merged_row(
-        self, conn: Connection, anon_key: str, patient_id: str, now_us: int
-    ) -> dict[str, Any]:
-        """An anonymous visitor's profile, emptied: its history now lives in the patient's."""
-        conn.execute(delete(stage_transitions).where(stage_transitions.c.patient_key == anon_key))
+    def _merged_row(self, anon_key: str, patient_id: str, now_us: int) -> dict[str, Any]:
+        """An anonymous visitor's profile, emptied: its history now lives in the patient's
+        (the caller clears the visitor's stage history)."""
         merged = StoredProfile(Profile(anon_key), merged_into=patient_id)
         row = encode(merged, cipher=None, index=None, thresholds=self._thresholds, now_us=now_us)
         row.update(sealed="{}", email_bidx=None, phone_bidx=None)
@@ -152,19 +150,27 @@ class ProfileWorker:
             ):
                 linked_patient[f"anon:{anon}"] = patient
 
-        profile_query = select(profiles).where(profiles.c.patient_key.in_(keys))
-        if conn.dialect.name == "postgresql":
-            profile_query = profile_query.with_for_update()
-        stored: dict[str, StoredProfile] = {
-            row.patient_key: decode(row, cipher) for row in conn.execute(profile_query)
-        }
-
         all_anon_keys = [f"anon:{a}" for anons in anon_of.values() for a in sorted(anons)]
+        # The linked visitors' rows too: a visitor with a profile had events folded already.
+        wanted = keys + [k for k in all_anon_keys if k not in keys]
+        stored: dict[str, StoredProfile] = {}
+        for start in range(0, len(wanted), 500):
+            profile_query = select(profiles).where(
+                profiles.c.patient_key.in_(wanted[start : start + 500])
+            )
+            if conn.dialect.name == "postgresql":
+                profile_query = profile_query.with_for_update()
+            stored.update(
+                (row.patient_key, decode(row, cipher)) for row in conn.execute(profile_query)
+            )
+
         new_rows = rows_for(
             conn, keys + [k for k in all_anon_keys if k not in keys], unprocessed_only=True
         )
 
         rows_out: dict[str, dict[str, Any]] = {}
+        cleared: set[str] = set()  # patient keys whose stage history is rewritten whole
+        requeue: set[str] = set()
         new_transitions: list[dict[str, Any]] = []
         refolded: list[str] = []
         processed_seqs: list[int] = []
@@ -173,13 +179,9 @@ class ProfileWorker:
         for key in keys:
             if key in linked_patient:
                 # A visitor who has registered: their events now fold into the patient's profile.
-                rows_out[key] = self._merged_row(conn, key, linked_patient[key], now_us)
-                insert_ignoring_conflicts(
-                    conn,
-                    pending_patients,
-                    [{"patient_key": linked_patient[key], "enqueued_us": now_us}],
-                    ["patient_key"],
-                )
+                rows_out[key] = self._merged_row(key, linked_patient[key], now_us)
+                cleared.add(key)
+                requeue.add(linked_patient[key])
                 continue
             anons = sorted(anon_of.get(key, []))
             anon_stream_keys = [f"anon:{a}" for a in anons]
@@ -193,7 +195,13 @@ class ProfileWorker:
             late = any(
                 (r.occurred_us, r.seq) < watermark or r.occurred_us < as_of_us for r in fresh
             )
-            needs_refold = late or anons != sorted(current.linked_anon)
+            newly_linked = anons != sorted(current.linked_anon)
+            # A new link needs the whole history only if something was folded before it: the
+            # patient's own profile, or the visitor's. Otherwise every event is in `fresh`.
+            folded_before = key in stored or any(
+                k in stored and stored[k].profile.events_applied for k in anon_stream_keys
+            )
+            needs_refold = late or (newly_linked and folded_before)
             history: list[Transition] = []
             if needs_refold:
                 everything = rows_for(conn, [key, *anon_stream_keys], unprocessed_only=False)
@@ -214,13 +222,9 @@ class ProfileWorker:
                         ordered[-1].seq,
                     )
                 current.transitions = len(history)
-                conn.execute(
-                    delete(stage_transitions).where(stage_transitions.c.patient_key == key)
-                )
+                cleared.add(key)
                 new_transitions.extend(transition_rows(key, 0, history))
                 refolded.append(key)
-                for anon_key in anon_stream_keys:
-                    rows_out[anon_key] = self._merged_row(conn, anon_key, key, now_us)
                 report.refolds += 1
             else:
                 for r in fresh:
@@ -234,6 +238,11 @@ class ProfileWorker:
                 advance_time(p, now, self._thresholds, history)
                 new_transitions.extend(transition_rows(key, current.transitions, history))
                 current.transitions += len(history)
+            if newly_linked:
+                current.linked_anon = anons
+                for anon_key in anon_stream_keys:
+                    rows_out[anon_key] = self._merged_row(anon_key, key, now_us)
+                    cleared.add(anon_key)
             report.events += len(fresh)
             processed_seqs.extend(r.seq for r in fresh)
             processed_ids.extend(r.event_id for r in fresh)
@@ -256,6 +265,19 @@ class ProfileWorker:
                 )
 
         upsert(conn, profiles, list(rows_out.values()), ["patient_key"], PROFILE_UPDATE_COLUMNS)
+        cleared_keys = sorted(cleared)
+        for start in range(0, len(cleared_keys), 500):
+            conn.execute(
+                delete(stage_transitions).where(
+                    stage_transitions.c.patient_key.in_(cleared_keys[start : start + 500])
+                )
+            )
+        insert_ignoring_conflicts(
+            conn,
+            pending_patients,
+            [{"patient_key": k, "enqueued_us": now_us} for k in sorted(requeue - set(keys))],
+            ["patient_key"],
+        )
         if new_transitions:
             conn.execute(stage_transitions.insert(), new_transitions)
         for start in range(0, len(processed_seqs), 500):
