@@ -24,6 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from telecrm.bootstrap import bootstrap
@@ -128,8 +130,8 @@ def main() -> None:
         naive_rt = bootstrap(base_settings, clock=clock)
         sample = []
         for _, raw in records(path):
-            if isinstance(raw, dict):
-                sample.append(parse_event(raw, now=rt.clock.now()))
+            if isinstance(raw, bytes):  # a JSONL line
+                sample.append(parse_event(orjson.loads(raw), now=rt.clock.now()))
             if len(sample) >= args.baseline_sample:
                 break
         intake = naive_rt.intake()

@@ -202,6 +202,8 @@ def test_wrong_types_unknown_versions_and_future_timestamps_are_422(
     wrong_type = event("order.paid", "pat_1", now, {"order_id": "o1", "amount": "lots"})
     unknown_version = {**registration("pat_1", now), "version": 9}
     future = registration("pat_1", now + timedelta(hours=1))
+    bad_phone = registration("pat_1", now, data={"phone": "+1 000 000 0000"})
+    assert "data.phone" in assert_problem(api.post(bad_phone), 422, "invalid_data")["detail"]
     assert_problem(api.post(wrong_type), 422, "invalid_data")
     assert_problem(api.post(unknown_version), 422, "unknown_version")
     assert_problem(api.post(future), 422, "future_timestamp")

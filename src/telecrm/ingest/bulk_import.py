@@ -29,7 +29,7 @@ from telecrm.ingest.line_parser import ParsedChunk, Rejection, parse_chunk
 from telecrm.ingest.tables import import_checkpoints
 from telecrm.store.upsert import upsert
 
-CHUNK_LINES = 5000
+CHUNK_LINES = 10000
 CSV_COLUMNS = ("id", "type", "version", "occurred_at", "patient_id", "anonymous_id", "data")
 MAX_LINE_BYTES = 1024 * 1024
 PARALLEL_OVER = 8 * 1024 * 1024  # below this, starting a helper process costs more than it saves
