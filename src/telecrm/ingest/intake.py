@@ -112,7 +112,9 @@ def validate_batch(raws: Sequence[Any], *, now: Any) -> list[Event]:
             422,
             first["reason"] if len(errors) == 1 else "invalid_events",
             "Invalid event" if len(raws) == 1 else "Invalid events in batch",
-            f"{len(errors)} of {len(raws)} event(s) are invalid; nothing was stored",
+            f"{first['detail']}; nothing was stored"
+            if len(raws) == 1
+            else f"{len(errors)} of {len(raws)} events are invalid; nothing was stored",
             errors,
         )
     return parsed
