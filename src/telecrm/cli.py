@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from telecrm import __version__
@@ -62,6 +64,9 @@ def serve(
 
     rt = runtime()
     configure_logging(rt.settings.log_level)
+    # The event loop and the intake writer thread hand the GIL back and forth on every request;
+    # Python's default 5 ms switch interval made each handoff a wait (p99 and req/s both improve).
+    sys.setswitchinterval(0.0005)
     rt.keyring  # noqa: B018  (fail here, with a clear message, if the key is missing)
     console.print(f"telecrm {__version__} listening on http://{host}:{port}", highlight=False)
     uvicorn.run(create_app(rt), host=host, port=port, log_level="warning", access_log=False)

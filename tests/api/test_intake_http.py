@@ -271,3 +271,9 @@ def test_health_and_metrics_report_what_happened(api: SignedClient, clock) -> No
 def test_unknown_routes_answer_problem_json(api: SignedClient) -> None:
     assert_problem(api.client.get("/v1/nothing"), 404, "not_found")
     assert_problem(api.client.get("/v1/events"), 405, "method_not_allowed")
+
+
+def test_the_openapi_document_describes_the_intake(api: SignedClient) -> None:
+    doc = api.client.get("/openapi.json").json()
+    responses = doc["paths"]["/v1/events"]["post"]["responses"]
+    assert {"202", "401", "409", "413", "422"} <= set(responses)

@@ -78,25 +78,31 @@ def events_of(document: Any, max_batch: int) -> list[Any]:
     return batch
 
 
+EVENTS_OPENAPI: dict[str, Any] = {
+    "summary": "Send one event or a batch of up to 1,000 events",
+    "description": (
+        "Signed the Standard Webhooks way (webhook-id, webhook-timestamp, webhook-signature). "
+        'Body: an event, a JSON array of events, or {"events": [...]}; JSON Schemas of every '
+        "event type are in docs/events/. Every refusal is application/problem+json."
+    ),
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
+    "responses": {
+        "202": {"description": "Durably stored (duplicates counted, not stored twice)"},
+        "400": {"description": "Malformed JSON or batch"},
+        "401": {"description": "Missing, invalid or stale signature"},
+        "409": {"description": "webhook-id replayed with a different body"},
+        "413": {"description": "Body or batch over the limit"},
+        "422": {"description": "Invalid events or unknown patient; nothing stored"},
+    },
+}
+
+
 def build_router(runtime: Runtime, writer: GroupCommitWriter) -> APIRouter:
     router = APIRouter()
     verifier = runtime.verifier()
     settings = runtime.settings
     metrics = runtime.metrics
 
-    @router.post(
-        "/v1/events",
-        status_code=202,
-        summary="Send one event or a batch of up to 1,000 events",
-        responses={
-            202: {"description": "Durably stored (duplicates counted, not stored twice)"},
-            400: {"description": "Malformed JSON or batch"},
-            401: {"description": "Missing, invalid or stale signature"},
-            409: {"description": "webhook-id replayed with a different body"},
-            413: {"description": "Body or batch over the limit"},
-            422: {"description": "Invalid events or unknown patient; nothing stored"},
-        },
-    )
     async def post_events(request: Request) -> Response:
         started = time.perf_counter()
         try:
@@ -142,4 +148,7 @@ def build_router(runtime: Runtime, writer: GroupCommitWriter) -> APIRouter:
             orjson.dumps(result.as_json()), status_code=202, media_type="application/json"
         )
 
+    # A plain Starlette route: FastAPI's request machinery (dependency solving, body handling)
+    # cost a tenth of each request and this endpoint reads the raw body itself anyway.
+    router.add_route("/v1/events", post_events, methods=["POST"], include_in_schema=False)
     return router
