@@ -204,10 +204,15 @@ def demo_command(
         if verified.ok
         else f"audit chain: [red]broken[/] at {verified.first_broken_seq}: {verified.problem}"
     )
+    db = (db_dir / "telecrm.db").as_posix()
     console.print(
         Panel(
-            f"TELECRM_DATABASE_URL=sqlite:///{db_dir / 'telecrm.db'} TELECRM_MASTER_KEY=$(cat {home / 'demo-master.key'}) \\\n"
-            "  telecrm stats | telecrm patients show pat_000001 | telecrm audit verify | telecrm lifecycle rebuild",
+            f"export TELECRM_DATABASE_URL=sqlite:///{db}\n"
+            f"export TELECRM_MASTER_KEY=$(cat {home / 'demo-master.key'})\n"
+            ".venv/bin/telecrm stats\n"
+            ".venv/bin/telecrm patients show pat_000001\n"
+            ".venv/bin/telecrm audit verify\n"
+            ".venv/bin/telecrm lifecycle rebuild",
             title="look around",
         )
     )
