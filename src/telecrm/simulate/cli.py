@@ -11,6 +11,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpx
 import orjson
 import typer
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from telecrm.simulate.config import SimulationConfig
 from telecrm.simulate.generator import Simulation
 from telecrm.simulate.ground_truth import truth_header
+from telecrm.simulate.sender import WebhookSender
 
 _DEFAULTS = {name: f.default for name, f in SimulationConfig.model_fields.items()}
 _BATCH = 4096  # lines per write; also how often the progress bar moves
@@ -42,7 +44,21 @@ def _fail(message: str, hint: str, code: int) -> typer.Exit:
 
 @simulate_app.callback(invoke_without_command=True)
 def simulate(
-    out: Path = typer.Option(..., "--out", "-o", help="Events file (JSON Lines); - for stdout"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Events file (JSON Lines); - for stdout"
+    ),
+    send: str | None = typer.Option(
+        None,
+        "--send",
+        help="Instead of a file, post signed webhooks to this intake, e.g. http://127.0.0.1:8080/v1/events",
+    ),
+    rate: float = typer.Option(500.0, min=0.001, help="With --send: events per second"),
+    batch: int = typer.Option(100, min=1, max=1000, help="With --send: events per request"),
+    secret: str | None = typer.Option(
+        None,
+        envvar="TELECRM_WEBHOOK_SECRETS",
+        help="With --send: the whsec_... secret (default: the first of TELECRM_WEBHOOK_SECRETS)",
+    ),
     truth: Path | None = typer.Option(
         None, "--truth", help="Also write each patient's latent parameters here (JSON Lines)"
     ),
@@ -54,7 +70,9 @@ def simulate(
     ),
     progress: bool = typer.Option(True, help="Show a progress bar on stderr"),
 ) -> None:
-    """Write `--patients` patients' events over `--months` months to `--out`."""
+    """Write `--patients` patients' events over `--months` months to `--out`, or `--send` them."""
+    if (out is None) == (send is None):
+        raise _fail("give exactly one of --out and --send", "see `telecrm simulate --help`", 2)
     try:
         first_day = date.fromisoformat(start)
     except ValueError:
@@ -66,6 +84,14 @@ def simulate(
         raise _fail(
             f"invalid settings: {problem['msg']}", "see `telecrm simulate --help`", 2
         ) from None
+    if send is not None:
+        if not secret:
+            raise _fail(
+                "--send needs a webhook secret", "pass --secret or set TELECRM_WEBHOOK_SECRETS", 2
+            )
+        _send(config, send, secret.split(",")[0].strip(), rate, batch, progress)
+        return
+    assert out is not None
     for path, flag in ((out, "--out"), (truth, "--truth")):
         if path is not None and str(path) != "-" and not path.parent.is_dir():
             raise _fail(f"the folder for {flag} does not exist", "create it first", 2)
@@ -85,6 +111,48 @@ def simulate(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _send(
+    config: SimulationConfig, url: str, secret: str, rate: float, batch: int, show: bool
+) -> None:
+    parsed = httpx.URL(url)
+    started = time.perf_counter()
+    with (
+        httpx.Client(base_url=f"{parsed.scheme}://{parsed.netloc.decode()}", timeout=30) as client,
+        Progress(
+            TextColumn("[bold]sending[/]"),
+            TextColumn("{task.completed:>10,} events"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not show,
+            transient=True,
+        ) as bar,
+    ):
+        task = bar.add_task("send", total=None)
+        try:
+            sender = WebhookSender(
+                client, parsed.path or "/v1/events", secret, rate=rate, batch=batch
+            )
+            report = sender.send(
+                Simulation(config).events(), on_batch=lambda r: bar.update(task, completed=r.events)
+            )
+        except ValueError as exc:
+            raise _fail(str(exc), "check the secret (whsec_...) and --rate/--batch", 2) from None
+    seconds = time.perf_counter() - started
+    err.print(
+        f"sent {report.events:,} events in {seconds:.1f} s ({report.events / max(seconds, 1e-9):,.0f} events/s): "
+        f"{report.accepted:,} accepted, {report.duplicates:,} duplicates, {report.retries:,} retries",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if report.failed:
+        shown = "; ".join(
+            f"{status or 'no answer'}: {title}" for status, title in report.failed[:5]
+        )
+        raise _fail(
+            f"{len(report.failed):,} request(s) failed ({shown})", "see the intake's logs", 1
+        )
 
 
 @contextmanager
