@@ -31,6 +31,20 @@ class FakeTime:
         self.now += seconds
 
 
+def sender_for(
+    client: httpx.Client, clock, fake: FakeTime, *, secret: str = SECRET, **kw
+) -> WebhookSender:
+    return WebhookSender(
+        client,
+        "/v1/events",
+        secret,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        wall=lambda: clock.now().timestamp(),
+        **kw,
+    )
+
+
 def stored(runtime) -> int:
     with runtime.engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(events)).scalar_one()
@@ -45,16 +59,7 @@ def test_every_simulated_event_reaches_the_intake(runtime, clock) -> None:
     stream = simulated(clock)
     fake = FakeTime()
     with TestClient(create_app(runtime, embedded_worker=False)) as client:
-        sender = WebhookSender(
-            client,
-            "/v1/events",
-            SECRET,
-            rate=10_000,
-            batch=50,
-            clock=fake.clock,
-            sleep=fake.sleep,
-            wall=lambda: clock.now().timestamp(),
-        )
+        sender = sender_for(client, clock, fake, rate=10_000, batch=50)
         report = sender.send(stream)
     assert report.failed == []
     assert report.accepted == len(stream) == stored(runtime)
@@ -64,16 +69,7 @@ def test_the_sender_paces_itself_to_the_rate(runtime, clock) -> None:
     stream = simulated(clock)[:100]
     fake = FakeTime()
     with TestClient(create_app(runtime, embedded_worker=False)) as client:
-        sender = WebhookSender(
-            client,
-            "/v1/events",
-            SECRET,
-            rate=50,
-            batch=10,
-            clock=fake.clock,
-            sleep=fake.sleep,
-            wall=lambda: clock.now().timestamp(),
-        )
+        sender = sender_for(client, clock, fake, rate=50, batch=10)
         sender.send(stream)
     # 100 events at 50/s: the last of 10 batches goes out 1.8 s after the first.
     assert abs(sum(fake.slept) - 1.8) < 1e-6
@@ -99,16 +95,7 @@ def test_server_errors_are_retried_with_the_same_webhook_id(runtime, clock) -> N
             )
 
         with httpx.Client(transport=httpx.MockTransport(flaky), base_url="http://intake") as client:
-            sender = WebhookSender(
-                client,
-                "/v1/events",
-                SECRET,
-                rate=10_000,
-                batch=30,
-                clock=fake.clock,
-                sleep=fake.sleep,
-                wall=lambda: clock.now().timestamp(),
-            )
+            sender = sender_for(client, clock, fake, rate=10_000, batch=30)
             report = sender.send(stream)
     assert report.retries == 2 and report.failed == []
     assert len(set(seen_ids)) == 1  # one message, three attempts
@@ -119,15 +106,13 @@ def test_server_errors_are_retried_with_the_same_webhook_id(runtime, clock) -> N
 def test_a_permanent_refusal_is_reported_not_retried(runtime, clock) -> None:
     fake = FakeTime()
     with TestClient(create_app(runtime, embedded_worker=False)) as client:
-        sender = WebhookSender(
+        sender = sender_for(
             client,
-            "/v1/events",
-            "whsec_" + "d3JvbmctYnV0LXZhbGlkLXNlY3JldA==",
+            clock,
+            fake,
+            secret="whsec_" + "d3JvbmctYnV0LXZhbGlkLXNlY3JldA==",
             rate=10_000,
             batch=10,
-            clock=fake.clock,
-            sleep=fake.sleep,
-            wall=lambda: clock.now().timestamp(),
         )
         report = sender.send(simulated(clock)[:10])
     assert report.retries == 0
