@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select
 
 from telecrm.domain.clock import Clock, SystemClock, to_micros
 from telecrm.domain.messages import StageChanged
-from telecrm.ingest.intake import EventIntake
+from telecrm.ingest.intake import EventIntake, prune_webhook_receipts
 from telecrm.ingest.signatures import Verifier
 from telecrm.ingest.tables import pending_patients
 from telecrm.messagebus import MessageBus
@@ -109,6 +109,12 @@ class Runtime:
         lag = 0.0 if oldest is None else max(0.0, (to_micros(self.clock.now()) - oldest) / 1e6)
         return int(patients), lag
 
+    def prune_webhook_receipts(self) -> int:
+        horizon = self.settings.webhook_receipt_days * 86_400_000_000
+        return prune_webhook_receipts(
+            self.engine, older_than_us=to_micros(self.clock.now()) - horizon
+        )
+
     def _events_accepted(self, count: int) -> None:
         self.work_available.set()
 
@@ -159,6 +165,7 @@ class EmbeddedWorker(threading.Thread):
                     self._runtime.metrics.profiles_processed.inc(report.patients)
                 if since_sweep >= self._sweep_every:
                     sweep.run()
+                    self._runtime.prune_webhook_receipts()
                     since_sweep = 0.0
             except Exception:
                 log.exception("worker.batch_failed")

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Older KEKs still needed to unwrap keys during rotation"
     )
     webhook_tolerance_seconds: int = Field(300, ge=1, le=3600)
+    webhook_receipt_days: int = Field(
+        7, ge=1, le=365, description="How long webhook-ids are kept to tell retries from replays"
+    )
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(1000, ge=1, le=1000)
     at_risk_days: int = Field(45, ge=1)

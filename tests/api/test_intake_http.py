@@ -277,3 +277,16 @@ def test_the_openapi_document_describes_the_intake(api: SignedClient) -> None:
     doc = api.client.get("/openapi.json").json()
     responses = doc["paths"]["/v1/events"]["post"]["responses"]
     assert {"202", "401", "409", "413", "422"} <= set(responses)
+
+
+def test_old_webhook_ids_are_pruned_but_events_stay_deduplicated(
+    api: SignedClient, runtime, clock
+) -> None:
+    payload = registration("pat_1", clock.now())
+    api.post(payload, msg_id="msg_old")
+    clock.advance(timedelta(days=8))
+    assert runtime.prune_webhook_receipts() == 1
+    api.now = clock.now()
+    again = api.post(payload, msg_id="msg_old")  # the id is forgotten; the event is not
+    assert again.status_code == 202 and again.json() == {"accepted": 0, "duplicates": 1}
+    assert stored_events(runtime) == 1

@@ -355,6 +355,19 @@ class EventIntake:
             append_audit(conn, audit, at_us=now_us)
 
 
+def prune_webhook_receipts(engine: Engine, *, older_than_us: int) -> int:
+    """Forget webhook-ids received before `older_than_us`.
+
+    They exist to tell a retry (same body) from a replay (other body). Both are only plausible
+    within a sender's retry horizon; after it, an event id seen again is still a duplicate.
+    """
+    with engine.begin() as conn:
+        result = conn.execute(
+            webhook_messages.delete().where(webhook_messages.c.received_us < older_than_us)
+        )
+    return int(result.rowcount or 0)
+
+
 def _lookup(conn: Connection, key: Any, value: Any, keys: Iterable[str]) -> dict[str, str]:
     """`key -> value` for those of `keys` that have a row."""
     found: dict[str, str] = {}
