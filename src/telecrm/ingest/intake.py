@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from telecrm.domain.clock import Clock, to_micros
@@ -125,11 +126,17 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + IN_CHUNK]
 
 
+@lru_cache(maxsize=16)
+def _in_query(*columns: Any) -> Select[Any]:
+    """`SELECT columns WHERE first IN (:values)`, built once per shape (expanding parameter)."""
+    return select(*columns).where(columns[0].in_(bindparam("values", expanding=True)))
+
+
 def _existing(conn: Connection, column: Any, values: Iterable[str]) -> set[str]:
     wanted = sorted(set(values))
     found: set[str] = set()
     for part in _chunks(wanted):
-        found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+        found.update(conn.execute(_in_query(column), {"values": list(part)}).scalars())
     return found
 
 
@@ -373,7 +380,7 @@ def _lookup(conn: Connection, key: Any, value: Any, keys: Iterable[str]) -> dict
     found: dict[str, str] = {}
     for part in _chunks(sorted(set(keys))):
         found.update(
-            (row[0], row[1]) for row in conn.execute(select(key, value).where(key.in_(part)))
+            (row[0], row[1]) for row in conn.execute(_in_query(key, value), {"values": list(part)})
         )
     return found
 

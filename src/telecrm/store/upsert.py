@@ -12,11 +12,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 def insert_ignoring_conflicts(
     conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, straight to the driver (same syntax on both)."""
     if not rows:
         return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(stmt, list(rows))
+    _driver_insert(conn, table, rows, f" ON CONFLICT ({', '.join(keys)}) DO NOTHING")
 
 
 def upsert(
@@ -43,12 +42,21 @@ def insert_rows_fast(conn: Connection, table: Table, rows: Sequence[dict[str, An
     SQLAlchemy's per-row parameter processing was a fifth of the intake's time; the values here
     are already plain ints, strings and bytes, which both drivers take as they are.
     """
-    if not rows:
-        return
+    if rows:
+        _driver_insert(conn, table, rows, "")
+
+
+def _driver_insert(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], tail: str
+) -> None:
     columns = list(rows[0])
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from our own Table)
-        f"VALUES ({', '.join([marker] * len(columns))})"
+        f"VALUES ({', '.join([marker] * len(columns))}){tail}"
     )
-    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+    params = [tuple(row[c] for c in columns) for row in rows]
+    if len(params) == 1:
+        conn.exec_driver_sql(sql, params[0])
+    else:
+        conn.exec_driver_sql(sql, params)
