@@ -40,11 +40,12 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def _migrated(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def _migrated() -> dict[str, Engine]:
+    """Engines already migrated in this test session (migrating once per engine is enough)."""
     return {}
 
 
-def _migrated_engine(kind: str, cache: dict, request: pytest.FixtureRequest, tmp: Path) -> Engine:
+def _migrated_engine(kind: str, cache: dict[str, Engine], request: pytest.FixtureRequest, tmp: Path) -> Engine:
     if kind not in cache:
         if kind == "sqlite":
             engine = make_engine(f"sqlite:///{tmp / 'telecrm.db'}")
@@ -68,7 +69,7 @@ def _empty(engine: Engine) -> None:
 @pytest.fixture(params=ENGINES)
 def engine(
     request: pytest.FixtureRequest,
-    _migrated: dict,
+    _migrated: dict[str, Engine],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Engine]:
     """A migrated, empty database: SQLite (WAL, a file) and PostgreSQL, one test each."""
