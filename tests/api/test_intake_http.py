@@ -290,3 +290,38 @@ def test_old_webhook_ids_are_pruned_but_events_stay_deduplicated(
     again = api.post(payload, msg_id="msg_old")  # the id is forgotten; the event is not
     assert again.status_code == 202 and again.json() == {"accepted": 0, "duplicates": 1}
     assert stored_events(runtime) == 1
+
+
+def test_the_same_fact_under_a_new_event_id_is_a_duplicate(
+    api: SignedClient, runtime, clock
+) -> None:
+    now = clock.now()
+    api.post(registration("pat_1", now))
+    paid = event("order.paid", "pat_1", now, {"order_id": "o_77", "amount": 40})
+    assert api.post(paid).json() == {"accepted": 1, "duplicates": 0}
+    # The platform re-sends the same payment under a fresh event id (or a pull finds it again).
+    again = {**paid, "id": "evt_resent_o_77"}
+    assert api.post(again).json() == {"accepted": 0, "duplicates": 1}
+    assert stored_events(runtime) == 2
+
+
+def test_facts_that_differ_are_all_kept(api: SignedClient, runtime, clock) -> None:
+    now = clock.now()
+    batch = [
+        registration("pat_1", now),
+        event(
+            "consultation.assigned", "pat_1", now, {"consultation_id": "c1", "provider_id": "dr_a"}
+        ),
+        # reassigned to another provider: a new fact
+        event(
+            "consultation.assigned", "pat_1", now, {"consultation_id": "c1", "provider_id": "dr_b"}
+        ),
+        # the same reassignment twice in one batch: one fact
+        event(
+            "consultation.assigned", "pat_1", now, {"consultation_id": "c1", "provider_id": "dr_b"}
+        ),
+        # updates may recur: never facts
+        event("patient.updated", "pat_1", now, {"language": "es"}),
+        event("patient.updated", "pat_1", now, {"language": "es"}),
+    ]
+    assert api.post(batch).json() == {"accepted": 5, "duplicates": 1}

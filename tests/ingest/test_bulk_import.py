@@ -10,6 +10,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from telecrm.domain.events import parse_event
 from telecrm.ingest.bulk_import import ImportFileError, import_file
 from telecrm.ingest.tables import events
 from tests.support.builders import CANARY_EMAIL, customer_journey, event, registration
@@ -140,3 +141,20 @@ def test_the_parallel_parser_gives_the_same_result_as_the_inline_one(
         (41, "unknown_patient"),
     ]
     assert count(runtime) == 150
+
+
+def test_an_import_skips_facts_already_received_by_webhook(runtime, clock, tmp_path) -> None:
+    journey = customer_journey("pat_1", clock.now() - 10 * DAY)
+    runtime.intake().accept(
+        [parse_event(e, now=clock.now()) for e in journey], source="webhook", actor="test"
+    )
+    exported = [{**e, "id": e["id"] + "_export"} for e in journey]  # same facts, other ids
+    for parallel in (False, True):
+        # A different file each time (an extra blank line), so the second is not a resume.
+        path = write_jsonl(tmp_path / f"export_{parallel}.jsonl", exported + [b""] * parallel)
+        report = import_file(
+            path, runtime.intake(), clock, engine_connect=runtime.engine.connect, parallel=parallel
+        )
+        assert report.resumed_from_line == 0
+        assert report.accepted == 0 and report.duplicates == len(journey)
+    assert count(runtime) == len(journey)

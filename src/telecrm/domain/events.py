@@ -9,6 +9,7 @@ field and the rule but never repeats a value (values may be PHI).
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -350,6 +351,34 @@ TRIGGERS: tuple[str, ...] = (
 # registration that creates the patient.
 NEEDS_KNOWN_PATIENT: frozenset[str] = EVENT_TYPES - {"session.tracked", "patient.registered"}
 
+# The fact an event states, by the ids in its data: the same fact sent twice under two event ids
+# (a webhook and a later pull of the platform's API, or a platform that re-sends with a new id)
+# is one fact. Types missing here (updates, renewals, sessions, engagement) can recur.
+FACT_FIELDS: dict[str, tuple[str, ...]] = {
+    "patient.registered": (),
+    "questionnaire.started": ("questionnaire_id",),
+    "consultation.submitted": ("consultation_id",),
+    "consultation.assigned": ("consultation_id", "provider_id"),
+    "consultation.accepted": ("consultation_id", "provider_id"),
+    "prescription.approved": ("prescription_id",),
+    "refill.due": ("prescription_id", "due_on"),
+    "order.paid": ("order_id",),
+    "subscription.started": ("subscription_id",),
+    "subscription.cancelled": ("subscription_id",),
+    "support_ticket.created": ("ticket_id",),
+    "referral.made": ("referral_id",),
+    "review.posted": ("review_id",),
+}
+
+
+def fact_key(type_: str, patient_key: str, data: dict[str, Any]) -> str | None:
+    """A digest naming the fact (ids only), or None for events that may recur."""
+    fields = FACT_FIELDS.get(type_)
+    if fields is None:
+        return None
+    parts = [type_, patient_key, *(str(data.get(name, "")) for name in fields)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
 
 class Envelope(_Model):
     id: Identifier
@@ -392,6 +421,9 @@ class Event:
         """`data` as the JSON the event log stores (before encryption), and its field names."""
         data = self.data_dict()
         return orjson.dumps(data), tuple(data)
+
+    def fact(self) -> str | None:
+        return fact_key(self.type, self.patient_key, self.data_dict())
 
     def to_wire(self) -> dict[str, Any]:
         patient: dict[str, str] = {}

@@ -24,6 +24,7 @@ from telecrm.domain.clock import Clock, to_micros
 from telecrm.domain.events import NEEDS_KNOWN_PATIENT, Event, EventRejected, parse_event
 from telecrm.ingest.errors import IntakeRejected
 from telecrm.ingest.tables import (
+    event_facts,
     events,
     identity_links,
     known_patients,
@@ -77,6 +78,7 @@ class Storable(Protocol):
     @property
     def occurred_us(self) -> int: ...
     def log_record(self) -> tuple[bytes, tuple[str, ...]]: ...
+    def fact(self) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -214,6 +216,8 @@ class EventIntake:
             conn, webhook_messages.c.webhook_id, webhook_messages.c.body_sha256, hooks
         )
         seen_events = _existing(conn, events.c.event_id, (e.id for i in items for e in i.batch))
+        fact_of = {e.id: e.fact() for i in items for e in i.batch}
+        seen_facts = _existing(conn, event_facts.c.fact_key, (f for f in fact_of.values() if f))
         known = _existing(
             conn,
             known_patients.c.patient_id,
@@ -237,6 +241,7 @@ class EventIntake:
         new_links: dict[str, str] = {}
         pending: set[str] = set()
         new_hooks: list[dict[str, Any]] = []
+        new_facts: list[dict[str, Any]] = []
         audit: list[AuditEntry] = []
         for item in items:
             if item.webhook is not None:
@@ -255,10 +260,17 @@ class EventIntake:
                     continue
             fresh: list[Storable] = []
             ids_here: set[str] = set()
+            facts_here: set[str] = set()
             for e in item.batch:
-                if e.id not in seen_events and e.id not in ids_here:
-                    ids_here.add(e.id)
-                    fresh.append(e)
+                fact = fact_of[e.id]
+                if e.id in seen_events or e.id in ids_here:
+                    continue
+                if fact is not None and (fact in seen_facts or fact in facts_here):
+                    continue  # the same fact under another event id
+                ids_here.add(e.id)
+                if fact is not None:
+                    facts_here.add(fact)
+                fresh.append(e)
             registered_here = {e.patient_id for e in fresh if e.type == "patient.registered"}
             unknown = [
                 e
@@ -302,6 +314,10 @@ class EventIntake:
                 )
                 pending.add(key)
                 seen_events.add(e.id)
+                fact = fact_of[e.id]
+                if fact is not None:
+                    seen_facts.add(fact)
+                    new_facts.append({"fact_key": fact, "event_id": e.id})
                 if e.type == "patient.registered" and e.patient_id:
                     registrations.setdefault(e.patient_id, e.occurred_us)
                 if e.patient_id and e.anonymous_id and e.anonymous_id not in anon:
@@ -335,6 +351,9 @@ class EventIntake:
 
         if rows:
             insert_rows_fast(conn, events, rows)
+        # A plain insert: a concurrent writer storing the same fact raises IntegrityError, and
+        # the retry in store_group then counts this one as the duplicate.
+        insert_rows_fast(conn, event_facts, new_facts)
         insert_ignoring_conflicts(
             conn,
             known_patients,

@@ -27,6 +27,7 @@ class ParsedEvent:
     anonymous_id: str | None
     payload: bytes
     keys: tuple[str, ...]
+    fact_key: str | None
 
     @property
     def patient_key(self) -> str:
@@ -34,6 +35,9 @@ class ParsedEvent:
 
     def log_record(self) -> tuple[bytes, tuple[str, ...]]:
         return self.payload, self.keys
+
+    def fact(self) -> str | None:
+        return self.fact_key
 
 
 @dataclass(slots=True)
@@ -87,6 +91,7 @@ def parse_chunk(lines: list[tuple[int, Any]], last_line: int, now: datetime) -> 
                 event.anonymous_id,
                 payload,
                 keys,
+                event.fact(),
             )
         )
     return chunk

@@ -84,3 +84,12 @@ import_checkpoints = Table(
     Column("rejected", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
 )
+
+# One row per fact an accepted event stated (see domain.events.FACT_FIELDS): a second event id
+# for the same fact is a duplicate, whichever way it came in (webhook, import, pull).
+event_facts = Table(
+    "event_facts",
+    metadata,
+    Column("fact_key", String(64), primary_key=True),
+    Column("event_id", String(128), nullable=False),
+)
