@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -44,6 +44,7 @@ def _fail(message: str, hint: str, code: int) -> typer.Exit:
 
 @simulate_app.callback(invoke_without_command=True)
 def simulate(
+    ctx: typer.Context,
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Events file (JSON Lines); - for stdout"
     ),
@@ -71,6 +72,8 @@ def simulate(
     progress: bool = typer.Option(True, help="Show a progress bar on stderr"),
 ) -> None:
     """Write `--patients` patients' events over `--months` months to `--out`, or `--send` them."""
+    if ctx.invoked_subcommand is not None:
+        return  # e.g. `telecrm simulate serve`: the subcommand has its own options
     if (out is None) == (send is None):
         raise _fail("give exactly one of --out and --send", "see `telecrm simulate --help`", 2)
     try:
@@ -216,3 +219,37 @@ def _run(config: SimulationConfig, out: Path, truth: Path | None, show: bool) ->
             written += len(batch)
         events_file.flush()
         return written, time.perf_counter() - began
+
+
+@simulate_app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind"),
+    port: int = typer.Option(8090, min=1, max=65535, help="Port to listen on"),
+    jwt_secret: str = typer.Option(
+        ...,
+        envvar="TELECRM_PLATFORM_JWT_SECRET",
+        help="HS256 secret for bearer tokens (>= 32 bytes)",
+    ),
+    patients: int = typer.Option(_DEFAULTS["patients"], min=1, help="Patients to simulate"),
+    months: int = typer.Option(_DEFAULTS["months"], min=1, max=120, help="Length of the period"),
+    seed: int = typer.Option(_DEFAULTS["seed"], min=0, help="Random seed"),
+    admin_token: bool = typer.Option(
+        False, "--print-admin-token", help="Print a 24-hour admin token on stderr"
+    ),
+) -> None:
+    """Serve the simulated platform's own REST API (patients, consultations, orders) over HTTP."""
+    import uvicorn
+
+    from telecrm.simulate.platform_api import create_platform_app, mint_token
+    from telecrm.simulate.platform_data import PlatformData
+
+    if len(jwt_secret.encode()) < 32:
+        raise _fail("--jwt-secret is too short", "use at least 32 bytes", 2)
+    config = SimulationConfig(patients=patients, months=months, seed=seed)
+    data = PlatformData.from_events(Simulation(config).events())
+    if admin_token:
+        token = mint_token(jwt_secret, sub="admin", role="admin", ttl_seconds=86_400)
+        err.print(f"admin token: {token}", highlight=False, soft_wrap=True)
+    app = create_platform_app(data, jwt_secret=jwt_secret, now=lambda: datetime.now(UTC))
+    err.print(f"platform API on http://{host}:{port} (OpenAPI at /docs)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
