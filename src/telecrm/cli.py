@@ -9,7 +9,7 @@ import typer
 from telecrm import __version__
 from telecrm.cli_support import console, friendly_errors, runtime
 from telecrm.demo import demo_command
-from telecrm.ingest.commands import import_command
+from telecrm.ingest.commands import import_command, pull_command
 from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command, worker_command
 from telecrm.security.commands import audit_app, keys_app, secrets_app
 from telecrm.simulate.cli import simulate_app
@@ -32,6 +32,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(simulate_app, name="simulate")
 app.command("demo")(demo_command)
 app.command("import")(import_command)
+app.command("pull")(pull_command)
 app.command("stats")(stats_command)
 app.command("worker")(worker_command)
 

@@ -93,3 +93,14 @@ event_facts = Table(
     Column("fact_key", String(64), primary_key=True),
     Column("event_id", String(128), nullable=False),
 )
+
+# Where `telecrm pull` got to in each of the platform API's collections: a cursor while a walk
+# is under way, and the newest updated_at seen, which the next walk starts from.
+pull_checkpoints = Table(
+    "pull_checkpoints",
+    metadata,
+    Column("resource", String(64), primary_key=True),
+    Column("cursor", String(1024)),
+    Column("high_water", String(64)),
+    Column("updated_us", BigInteger, nullable=False),
+)
