@@ -108,7 +108,9 @@ def main() -> None:
             # follow-ups are sent a block after their registration, never racing it.
             singles = [
                 signed(port, secret, e, f"msg_s{i}")
-                for i, e in enumerate(in_blocks(synthetic_events(patients=40_000, end=end, per_patient=3)))
+                for i, e in enumerate(
+                    in_blocks(synthetic_events(patients=40_000, end=end, per_patient=3))
+                )
             ]
             warm = run_load(
                 "127.0.0.1", port, singles[:2000], concurrency=args.concurrency, max_seconds=10
