@@ -127,9 +127,12 @@ def test_a_malformed_page_stops_the_walk_and_keeps_the_checkpoint(platform, runt
         real = platform.get(request.url.path, params=dict(request.url.params))
         return httpx.Response(real.status_code, content=real.content)
 
-    with httpx.Client(
-        transport=httpx.MockTransport(breaks_on_page_three), base_url="http://platform"
-    ) as client, pytest.raises(PullError, match="not valid JSON"):
+    with (
+        httpx.Client(
+            transport=httpx.MockTransport(breaks_on_page_three), base_url="http://platform"
+        ) as client,
+        pytest.raises(PullError, match="not valid JSON"),
+    ):
         puller(client, runtime, clock).pull()
     with runtime.engine.connect() as conn:
         saved = conn.execute(select(pull_checkpoints.c.cursor)).scalar_one()
@@ -184,3 +187,23 @@ def test_a_record_that_fails_validation_is_reported_and_the_rest_land(runtime, c
         ("patients/pat_bad", "invalid_data")
     ]
     assert all("not-an-email" not in detail for _, _, detail in report.rejected)
+
+
+def test_a_timeout_is_retried_like_a_server_error(platform, runtime, clock) -> None:
+    timeouts = {"left": 1}
+
+    def slow_once(request: httpx.Request) -> httpx.Response:
+        if timeouts["left"]:
+            timeouts["left"] -= 1
+            raise httpx.ReadTimeout("the platform did not answer in time", request=request)
+        real = platform.get(request.url.path, params=dict(request.url.params))
+        return httpx.Response(real.status_code, content=real.content)
+
+    waits: list[float] = []
+    with httpx.Client(
+        transport=httpx.MockTransport(slow_once), base_url="http://platform"
+    ) as client:
+        report = PlatformPuller(
+            client, runtime.intake(), runtime.engine, clock, sleep=waits.append
+        ).pull()
+    assert waits == [0.5] and report.accepted > 0

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import orjson
+import structlog
 from sqlalchemy import Connection, Engine, select
 
 from telecrm.domain.clock import Clock, to_micros
@@ -28,6 +29,8 @@ from telecrm.domain.events import Event, EventRejected, parse_event
 from telecrm.ingest.intake import EventIntake, IntakeResult
 from telecrm.ingest.tables import pull_checkpoints
 from telecrm.store.upsert import upsert
+
+log = structlog.get_logger("telecrm.pull")
 
 RESOURCES = ("patients", "consultations")  # patients first: a consultation needs its patient
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
@@ -161,6 +164,13 @@ class PlatformPuller:
                 except EventRejected as exc:
                     rid = record.get("id") if isinstance(record, dict) else None
                     report.rejected.append((f"{resource}/{rid}", exc.reason, exc.detail))
+                    # The record's id and the rule it broke; never its values (they may be PHI).
+                    log.warning(
+                        "pull.record_rejected",
+                        resource=resource,
+                        record_id=rid if isinstance(rid, str) else None,
+                        reason=exc.reason,
+                    )
             self._store(resource, batch, next_cursor, newest, report)
             report.pages += 1
             if on_page is not None:
