@@ -417,13 +417,11 @@ class Event:
     def occurred_us(self) -> int:
         return to_micros(self.occurred_at)
 
-    def log_record(self) -> tuple[bytes, tuple[str, ...]]:
-        """`data` as the JSON the event log stores (before encryption), and its field names."""
+    def log_record(self) -> tuple[bytes, tuple[str, ...], str | None]:
+        """What the event log keeps: `data` as JSON (before encryption), its field names, and
+        the fact the event states (`fact_key`), computed from one dump of the data."""
         data = self.data_dict()
-        return orjson.dumps(data), tuple(data)
-
-    def fact(self) -> str | None:
-        return fact_key(self.type, self.patient_key, self.data_dict())
+        return orjson.dumps(data), tuple(data), fact_key(self.type, self.patient_key, data)
 
     def to_wire(self) -> dict[str, Any]:
         patient: dict[str, str] = {}

@@ -77,8 +77,7 @@ class Storable(Protocol):
     def patient_key(self) -> str: ...
     @property
     def occurred_us(self) -> int: ...
-    def log_record(self) -> tuple[bytes, tuple[str, ...]]: ...
-    def fact(self) -> str | None: ...
+    def log_record(self) -> tuple[bytes, tuple[str, ...], str | None]: ...
 
 
 @dataclass(slots=True)
@@ -216,7 +215,8 @@ class EventIntake:
             conn, webhook_messages.c.webhook_id, webhook_messages.c.body_sha256, hooks
         )
         seen_events = _existing(conn, events.c.event_id, (e.id for i in items for e in i.batch))
-        fact_of = {e.id: e.fact() for i in items for e in i.batch}
+        record_of = {e.id: e.log_record() for i in items for e in i.batch}
+        fact_of = {event_id: record[2] for event_id, record in record_of.items()}
         seen_facts = _existing(conn, event_facts.c.fact_key, (f for f in fact_of.values() if f))
         known = _existing(
             conn,
@@ -296,7 +296,7 @@ class EventIntake:
                 key = (
                     e.patient_key if e.patient_id else anon.get(e.anonymous_id or "", e.patient_key)
                 )
-                payload, keys = e.log_record()
+                payload, keys, _ = record_of[e.id]
                 fields.update(keys)
                 rows.append(
                     {

@@ -33,11 +33,8 @@ class ParsedEvent:
     def patient_key(self) -> str:
         return self.patient_id if self.patient_id is not None else f"anon:{self.anonymous_id}"
 
-    def log_record(self) -> tuple[bytes, tuple[str, ...]]:
-        return self.payload, self.keys
-
-    def fact(self) -> str | None:
-        return self.fact_key
+    def log_record(self) -> tuple[bytes, tuple[str, ...], str | None]:
+        return self.payload, self.keys, self.fact_key
 
 
 @dataclass(slots=True)
@@ -80,7 +77,7 @@ def parse_chunk(lines: list[tuple[int, Any]], last_line: int, now: datetime) -> 
             chunk.duplicates += 1
             continue
         chunk.line_of[event.id] = number
-        payload, keys = event.log_record()
+        payload, keys, fact = event.log_record()
         chunk.events.append(
             ParsedEvent(
                 event.id,
@@ -91,7 +88,7 @@ def parse_chunk(lines: list[tuple[int, Any]], last_line: int, now: datetime) -> 
                 event.anonymous_id,
                 payload,
                 keys,
-                event.fact(),
+                fact,
             )
         )
     return chunk
