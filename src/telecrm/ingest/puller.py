@@ -28,13 +28,12 @@ from telecrm.domain.clock import Clock, to_micros
 from telecrm.domain.events import Event, EventRejected, parse_event
 from telecrm.ingest.intake import EventIntake, IntakeResult
 from telecrm.ingest.tables import pull_checkpoints
+from telecrm.retry_policy import RETRYABLE_STATUS, backoff_seconds
 from telecrm.store.upsert import upsert
 
 log = structlog.get_logger("telecrm.pull")
 
 RESOURCES = ("patients", "consultations")  # patients first: a consultation needs its patient
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
-MAX_BACKOFF_SECONDS = 30.0
 
 
 class PullError(RuntimeError):
@@ -231,17 +230,14 @@ class PlatformPuller:
                 status = response.status_code
                 if status == 200:
                     return _parse_page(resource, response.content)
-                if status not in RETRYABLE:
+                if status not in RETRYABLE_STATUS:
                     raise PullError(f"{resource}: the API answered {status}")
                 retry_after = response.headers.get("retry-after")
             if attempt == self._attempts - 1:
                 raise PullError(
                     f"{resource}: no answer after {self._attempts} attempts ({status or 'no connection'})"
                 )
-            report_wait = min(MAX_BACKOFF_SECONDS, 0.5 * 2**attempt)
-            if retry_after is not None and retry_after.isdigit():
-                report_wait = max(report_wait, float(retry_after))
-            self._sleep(report_wait)
+            self._sleep(backoff_seconds(attempt, retry_after))
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -18,9 +18,7 @@ import httpx
 import orjson
 
 from telecrm.ingest.signatures import signed_headers
-
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
-MAX_BACKOFF_SECONDS = 30.0
+from telecrm.retry_policy import RETRYABLE_STATUS, backoff_seconds
 
 
 @dataclass
@@ -96,7 +94,7 @@ class WebhookSender:
                     report.accepted += int(result.get("accepted", 0))
                     report.duplicates += int(result.get("duplicates", 0))
                     return
-                if status not in RETRYABLE:
+                if status not in RETRYABLE_STATUS:
                     report.failed.append((status, _title(response)))
                     return
                 retry_after = response.headers.get("retry-after")
@@ -104,10 +102,7 @@ class WebhookSender:
                 report.failed.append((status, "gave up after retries"))
                 return
             report.retries += 1
-            backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2**attempt)
-            if retry_after is not None and retry_after.isdigit():
-                backoff = max(backoff, float(retry_after))
-            self._sleep(backoff)
+            self._sleep(backoff_seconds(attempt, retry_after))
 
 
 def _title(response: httpx.Response) -> str:
