@@ -55,6 +55,55 @@ def demo_master_key(home: Path) -> str:
     return path.read_text().strip()
 
 
+LOST_EVERY = 10  # every 10th consultation event is "lost" on its way, for the pull to find
+
+
+class _Lossy:
+    """Drops every n-th consultation event, as a flaky network between platform and intake would."""
+
+    def __init__(self) -> None:
+        self.lost = 0
+
+    def __call__(
+        self, events: Iterator[dict[str, Any]], *, lost_every: int
+    ) -> Iterator[dict[str, Any]]:
+        seen = 0
+        for e in events:
+            if e["type"].startswith("consultation."):
+                seen += 1
+                if seen % lost_every == 0:
+                    self.lost += 1
+                    continue
+            yield e
+
+
+_lossy = _Lossy()
+
+
+def _fill_gap(rt: Any, config: Any) -> Any:
+    """Serve the simulated platform's API in-process and pull its consultations."""
+    import secrets
+
+    from fastapi.testclient import TestClient
+
+    from telecrm.ingest.puller import PlatformPuller
+    from telecrm.simulate.generator import generate
+    from telecrm.simulate.platform_api import create_platform_app, mint_token
+    from telecrm.simulate.platform_data import PlatformData
+
+    jwt_secret = secrets.token_hex(32)
+    app = create_platform_app(
+        PlatformData.from_events(generate(config)),
+        jwt_secret=jwt_secret,
+        now=lambda: datetime.now(UTC),
+    )
+    with TestClient(app) as platform:
+        platform.headers["Authorization"] = "Bearer " + mint_token(
+            jwt_secret, sub="telecrm", role="admin", ttl_seconds=600
+        )
+        return PlatformPuller(platform, rt.intake(), rt.engine, rt.clock).pull(("consultations",))
+
+
 def _start_for(months: int) -> date:
     """The first of the month `months` months ago: the simulated period ends this month's first day."""
     today = datetime.now(UTC).date()
@@ -154,12 +203,14 @@ def demo_command(
         ) as bar,
     ):
         task = bar.add_task("send", total=None)
-        for batch in _batches(generate(config), BATCH):
+        lost = 0
+        for batch in _batches(_lossy(generate(config), lost_every=LOST_EVERY), BATCH):
             response = _post(client, secret, {"events": batch})
             if response.status_code != 202:
                 raise fail(f"intake refused a batch: {response.status_code} {response.text[:300]}")
             sent += len(batch)
             accepted += response.json()["accepted"]
+            lost = _lossy.lost
             bar.update(task, completed=sent)
         elapsed = time.perf_counter() - started
 
@@ -169,6 +220,13 @@ def demo_command(
         console.rule("what bad input gets back (problem+json, nothing stored)")
         _show_bad_input(client, secret)
 
+    console.rule("a webhook gap, filled by pulling the platform's API")
+    recovered = _fill_gap(rt, config)
+    console.print(
+        f"{lost:,} consultation events were lost in transit on purpose; `telecrm pull` read "
+        f"{recovered.records:,} consultations from the platform's API and stored "
+        f"{recovered.accepted:,} events ({recovered.duplicates:,} were already known)"
+    )
     with console.status("folding events into encrypted profiles"):
         while rt.queue_stats()[0]:
             time.sleep(0.1)
