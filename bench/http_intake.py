@@ -39,7 +39,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(workdir: Path, secret: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    workdir: Path, secret: str, port: int, workers: int = 1
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "TELECRM_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
@@ -49,7 +51,16 @@ def start_server(workdir: Path, secret: str, port: int) -> subprocess.Popen[byte
         "TELECRM_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "telecrm.cli", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "telecrm.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -91,18 +102,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="telecrm serve processes")
     args = parser.parse_args()
     secret = generate_secret()
     results: dict[str, object] = {
         "benchmark": "http_intake",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "database": "sqlite (WAL)",
-        "server": "telecrm serve: 1 uvicorn worker",
+        "server": f"telecrm serve --workers {args.workers}",
     }
     end = datetime.now(UTC) - timedelta(minutes=1)
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        server = start_server(Path(tmp), secret, port)
+        server = start_server(Path(tmp), secret, port, args.workers)
         try:
             # Phase 1: one event per request. Requests go out 16 at a time, so a patient's
             # follow-ups are sent a block after their registration, never racing it.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import func, select
@@ -325,3 +325,29 @@ def test_facts_that_differ_are_all_kept(api: SignedClient, runtime, clock) -> No
         event("patient.updated", "pat_1", now, {"language": "es"}),
     ]
     assert api.post(batch).json() == {"accepted": 5, "duplicates": 1}
+
+
+def test_each_server_process_builds_its_app_from_the_environment(
+    engine, monkeypatch, tmp_path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from telecrm.api.app import app_from_environment
+    from tests.support.builders import MASTER_KEY
+
+    for name, value in {
+        "TELECRM_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "TELECRM_MASTER_KEY": MASTER_KEY,
+        "TELECRM_WEBHOOK_SECRETS": SECRET,
+        "TELECRM_EMBEDDED_WORKER": "false",
+        "TELECRM_HOME": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(name, value)
+    with TestClient(app_from_environment()) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        assert (
+            SignedClient(client, datetime.now(UTC))
+            .post(registration("pat_env", datetime.now(UTC)))
+            .status_code
+            == 202
+        )

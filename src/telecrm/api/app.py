@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,24 @@ from telecrm.api.routes_events import EVENTS_OPENAPI, build_router
 from telecrm.bootstrap import EmbeddedWorker, Runtime
 from telecrm.ingest.group_commit import GroupCommitWriter
 from telecrm.store.engine import read_only
+
+
+def tune_interpreter() -> None:
+    """The event loop and the intake writer thread hand the GIL back and forth on every request;
+    Python's default 5 ms switch interval made each handoff a wait."""
+    sys.setswitchinterval(0.0005)
+
+
+def app_from_environment() -> FastAPI:
+    """The app for one of several `telecrm serve --workers N` processes (uvicorn factory)."""
+    from telecrm.bootstrap import bootstrap
+    from telecrm.observability.logs import configure_logging
+    from telecrm.settings import Settings
+
+    runtime = bootstrap(Settings())
+    configure_logging(runtime.settings.log_level)
+    tune_interpreter()
+    return create_app(runtime)
 
 
 def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> FastAPI:
