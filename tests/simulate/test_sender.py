@@ -118,3 +118,16 @@ def test_a_permanent_refusal_is_reported_not_retried(runtime, clock) -> None:
     assert report.retries == 0
     assert report.failed == [(401, "Signature rejected")]
     assert stored(runtime) == 0
+
+
+def test_the_sender_gives_up_when_the_intake_is_down(clock) -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    fake = FakeTime()
+    stream = simulated(clock)
+    with httpx.Client(transport=httpx.MockTransport(down), base_url="http://intake") as client:
+        report = sender_for(client, clock, fake, rate=10_000, batch=10).send(stream)
+    assert report.gave_up
+    assert report.events == 30 < len(stream)  # three batches, then it stopped
+    assert len(report.failed) == 3

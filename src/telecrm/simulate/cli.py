@@ -149,6 +149,12 @@ def _send(
         highlight=False,
         soft_wrap=True,
     )
+    if report.gave_up:
+        raise _fail(
+            f"stopped after {len(report.failed)} failed requests in a row",
+            f"is the intake at {url} up? ({report.failed[-1][1]})",
+            1,
+        )
     if report.failed:
         shown = "; ".join(
             f"{status or 'no answer'}: {title}" for status, title in report.failed[:5]

@@ -28,6 +28,7 @@ class SendReport:
     duplicates: int = 0
     retries: int = 0
     failed: list[tuple[int, str]] = field(default_factory=list)  # (status or 0, problem title)
+    gave_up: bool = False  # stopped early: the intake kept failing
 
 
 def _batches(events: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
@@ -51,6 +52,7 @@ class WebhookSender:
         rate: float,
         batch: int = 100,
         max_attempts: int = 6,
+        give_up_after: int = 3,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         wall: Callable[[], float] = time.time,
@@ -59,6 +61,7 @@ class WebhookSender:
             raise ValueError("rate must be positive and batch at least 1")
         self._client, self._path, self._secret = client, path, secret
         self._rate, self._batch, self._attempts = rate, batch, max_attempts
+        self._give_up_after = give_up_after
         self._clock, self._sleep, self._wall = clock, sleep, wall
 
     def send(
@@ -66,13 +69,21 @@ class WebhookSender:
     ) -> SendReport:
         report = SendReport()
         due = self._clock()
+        failing = 0
         for batch in _batches(events, self._batch):
             wait = due - self._clock()
             if wait > 0:
                 self._sleep(wait)
             due = max(due, self._clock() - 1.0) + len(batch) / self._rate  # no catch-up bursts
+            failures_before = len(report.failed)
             self._post(batch, report)
             report.events += len(batch)
+            # Batches that fail one after another mean the intake is down, not that one batch
+            # is bad: stop rather than spend minutes per batch on the rest of the stream.
+            failing = failing + 1 if len(report.failed) > failures_before else 0
+            if failing >= self._give_up_after:
+                report.gave_up = True
+                return report
             if on_batch is not None:
                 on_batch(report)
         return report
