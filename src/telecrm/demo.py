@@ -61,23 +61,19 @@ LOST_EVERY = 10  # every 10th consultation event is "lost" on its way, for the p
 class _Lossy:
     """Drops every n-th consultation event, as a flaky network between platform and intake would."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lost_every: int) -> None:
+        self.lost_every = lost_every
         self.lost = 0
 
-    def __call__(
-        self, events: Iterator[dict[str, Any]], *, lost_every: int
-    ) -> Iterator[dict[str, Any]]:
+    def __call__(self, events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         seen = 0
         for e in events:
             if e["type"].startswith("consultation."):
                 seen += 1
-                if seen % lost_every == 0:
+                if seen % self.lost_every == 0:
                     self.lost += 1
                     continue
             yield e
-
-
-_lossy = _Lossy()
 
 
 def _fill_gap(rt: Any, config: Any) -> Any:
@@ -111,27 +107,12 @@ def _start_for(months: int) -> date:
     return date(today.year + m // 12, m % 12 + 1, 1)
 
 
-def _batches(events: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for e in events:
-        batch.append(e)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _post(client: httpx.Client, secret: str, payload: Any) -> httpx.Response:
+    """One signed request, for the bad-input table (the stream goes through WebhookSender)."""
     body = orjson.dumps(payload)
     headers = signed_headers(secret, f"msg_{uuid.uuid4().hex}", int(time.time()), body)
     headers["content-type"] = "application/json"
-    for attempt in range(5):  # a real sender retries 5xx with backoff
-        response = client.post("/v1/events", content=body, headers=headers)
-        if response.status_code < 500:
-            return response
-        time.sleep(0.2 * 2**attempt)
-    return response
+    return client.post("/v1/events", content=body, headers=headers)
 
 
 @friendly_errors
@@ -155,6 +136,7 @@ def demo_command(
     from telecrm.settings import Settings
     from telecrm.simulate.config import SimulationConfig
     from telecrm.simulate.generator import generate
+    from telecrm.simulate.sender import WebhookSender
 
     home = Path(os.environ.get("TELECRM_HOME", ".telecrm"))
     db_dir = home / "demo"
@@ -189,7 +171,6 @@ def demo_command(
         f"simulating {patients:,} patients over {months} months (seed {seed}); "
         f"intake on http://127.0.0.1:{port}, database {db_dir / 'telecrm.db'}"
     )
-    sent = accepted = 0
     started = time.perf_counter()
     with (
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
@@ -203,19 +184,19 @@ def demo_command(
         ) as bar,
     ):
         task = bar.add_task("send", total=None)
-        lost = 0
-        for batch in _batches(_lossy(generate(config), lost_every=LOST_EVERY), BATCH):
-            response = _post(client, secret, {"events": batch})
-            if response.status_code != 202:
-                raise fail(f"intake refused a batch: {response.status_code} {response.text[:300]}")
-            sent += len(batch)
-            accepted += response.json()["accepted"]
-            lost = _lossy.lost
-            bar.update(task, completed=sent)
+        lossy = _Lossy(lost_every=LOST_EVERY)
+        sender = WebhookSender(client, "/v1/events", secret, rate=1e9, batch=BATCH)
+        sent = sender.send(
+            lossy(generate(config)), on_batch=lambda r: bar.update(task, completed=r.events)
+        )
+        if sent.failed:
+            status, title = sent.failed[0]
+            raise fail(f"intake refused {len(sent.failed)} batch(es): {status} {title}")
         elapsed = time.perf_counter() - started
-
+        lost = lossy.lost
         console.print(
-            f"sent {sent:,} events in {elapsed:.1f} s ({sent / elapsed:,.0f} events/s); {accepted:,} stored"
+            f"sent {sent.events:,} events in {elapsed:.1f} s "
+            f"({sent.events / elapsed:,.0f} events/s); {sent.accepted:,} stored"
         )
         console.rule("what bad input gets back (problem+json, nothing stored)")
         _show_bad_input(client, secret)
