@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from telecrm.domain.clock import Clock, SystemClock, to_micros
 from telecrm.domain.messages import StageChanged
@@ -26,6 +26,8 @@ from telecrm.security.keyring import Keyring, parse_master_key
 from telecrm.settings import Settings
 from telecrm.store.engine import make_engine, read_only
 from telecrm.store.migrate import upgrade_to_head
+from telecrm.sync.mapping import Mapping, load_mapping
+from telecrm.sync.planner import mark_dirty
 
 
 class Runtime:
@@ -44,6 +46,7 @@ class Runtime:
         self.work_available = threading.Event()
         self._keyring: Keyring | None = None
         self._keyring_lock = threading.Lock()
+        self._mappings: list[Mapping] | None = None
 
     # -- keys -------------------------------------------------------------------------------
     def master_keys(self) -> tuple[bytes, list[bytes]]:
@@ -72,6 +75,21 @@ class Runtime:
     def blind_index(self) -> BlindIndex:
         return self.keyring.blind_index()
 
+    # -- sync ---------------------------------------------------------------------------------
+    def mappings(self) -> list[Mapping]:
+        """The destinations kept in sync (TELECRM_DESTINATIONS), loaded and validated once."""
+        if self._mappings is None:
+            self._mappings = [load_mapping(name) for name in self.settings.destinations]
+        return self._mappings
+
+    def use_mappings(self, mappings: list[Mapping]) -> None:
+        self._mappings = list(mappings)
+
+    def _mark_dirty(self, conn: Connection, patient_keys: list[str], now_us: int) -> None:
+        names = [m.destination for m in self.mappings()]
+        if names:
+            mark_dirty(conn, names, patient_keys, now_us)
+
     # -- parts ------------------------------------------------------------------------------
     def verifier(self) -> Verifier:
         return Verifier.from_secrets(
@@ -90,11 +108,16 @@ class Runtime:
             self.clock,
             self.settings.thresholds,
             publish=self.bus.publish,
+            on_written=self._mark_dirty,
         )
 
     def sweep(self) -> LifecycleSweep:
         return LifecycleSweep(
-            self.engine, self.clock, self.settings.thresholds, publish=self.bus.publish
+            self.engine,
+            self.clock,
+            self.settings.thresholds,
+            publish=self.bus.publish,
+            on_written=self._mark_dirty,
         )
 
     def queue_stats(self) -> tuple[int, float]:

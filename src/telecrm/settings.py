@@ -41,9 +41,14 @@ class Settings(BaseSettings):
     churn_days: int = Field(120, ge=2)
     churn_risk_cutoff: float = Field(0.7, gt=0, le=1)
     embedded_worker: bool = Field(True, description="Run the profile worker inside `serve`")
+    destinations: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated CRM mappings to keep in sync: built-in names "
+        "(hubspot, salesforce) or paths to mapping files",
+    )
     log_level: str = "INFO"
 
-    @field_validator("webhook_secrets", "previous_master_keys", mode="before")
+    @field_validator("webhook_secrets", "previous_master_keys", "destinations", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -101,6 +101,9 @@ class Profile:
     last_event_at: datetime | None = None
     deleted: bool = False
     events_applied: int = 0
+    # The platform's business records a CRM shows as deals and tickets, by kind then id:
+    # statuses, amounts and timestamps only (no condition, symptom or provider: those are PHI).
+    records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def set(self, name: str, value: Any) -> None:
         if name not in FIELDS:  # the catalog is the only vocabulary
@@ -148,6 +151,22 @@ def _details(p: Profile, d: ev._PatientDetails) -> None:
         value = getattr(d, name)
         if value is not None:
             p.set(name, list(value))
+
+
+def _record(p: Profile, kind: str, record_id: str) -> dict[str, Any]:
+    return p.records.setdefault(kind, {}).setdefault(record_id, {})
+
+
+def _close_open_consultation(p: Profile, amount: float, at: datetime) -> None:
+    """A one-off order is what the latest open consultation sold: it moves the amount and closes it."""
+    open_ones = [
+        (c.get("submitted_at") or "", cid)
+        for cid, c in p.records.get("consultation", {}).items()
+        if c.get("status") != "paid"
+    ]
+    if open_ones:
+        c = p.records["consultation"][max(open_ones)[1]]
+        c.update(status="paid", amount=amount, closed_at=at.isoformat())
 
 
 def _merge_list(p: Profile, name: str, items: Iterable[Any]) -> None:
@@ -202,13 +221,26 @@ def apply_event(p: Profile, e: ev.Event) -> None:
             _merge_list(p, "conditions", d.conditions)
             _merge_list(p, "medications", d.medications)
             _merge_list(p, "allergies", d.allergies)
+            c = _record(p, "consultation", d.consultation_id)
+            c.setdefault("status", "submitted")
+            c.setdefault("submitted_at", at.isoformat())
         case ev.ConsultationAssigned():
             p.set("provider_id", d.provider_id)
+            c = _record(p, "consultation", d.consultation_id)
+            if c.get("status") in (None, "submitted"):
+                c["status"] = "assigned"
         case ev.ConsultationAccepted():
             p.set("provider_id", d.provider_id)
             p.bump("consultations_accepted")
+            c = _record(p, "consultation", d.consultation_id)
+            if c.get("status") in (None, "submitted", "assigned"):
+                c["status"] = "accepted"
         case ev.PrescriptionApproved():
             f.treatment_at = f.treatment_at or at
+            if d.consultation_id is not None:
+                c = _record(p, "consultation", d.consultation_id)
+                if c.get("status") != "paid":
+                    c["status"] = "prescribed"
             _merge_list(p, "medications", [d.medication])
         case ev.TreatmentPlanUpdated():
             if d.status in ("created", "updated"):
@@ -222,6 +254,8 @@ def apply_event(p: Profile, e: ev.Event) -> None:
             p.set("total_order_value", round(p.values.get("total_order_value", 0.0) + d.amount, 2))
             p.values.setdefault("first_order_at", at.isoformat())
             p.set("last_order_at", at.isoformat())
+            if not d.recurring:
+                _close_open_consultation(p, d.amount, at)
             if d.payment_method is not None:
                 p.set("payment_method_brand", d.payment_method.brand)
                 p.set("payment_method_last4", d.payment_method.last4)
@@ -247,6 +281,9 @@ def apply_event(p: Profile, e: ev.Event) -> None:
         case ev.SupportTicketCreated():
             p.bump("support_tickets_count")
             p.set("last_support_ticket_at", at.isoformat())
+            _record(p, "support_ticket", d.ticket_id).update(
+                category=d.category, priority=d.priority, created_at=at.isoformat()
+            )
         case ev.ReferralMade():
             f.referrals += 1
         case ev.ReviewPosted():

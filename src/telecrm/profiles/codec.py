@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection
 
 from telecrm.domain.clock import from_micros, to_micros
 from telecrm.domain.fields import FIELDS
@@ -49,6 +50,7 @@ def decode(row: Any, cipher: FieldCipher | None) -> StoredProfile:
     )
     p.deleted = bool(row.deleted)
     p.events_applied = row.events_applied
+    p.records = attrs.get("records", {})
     stored = StoredProfile(
         p,
         last_occurred_us=_us(row.last_occurred_us),
@@ -87,6 +89,8 @@ def encode(
         "linked_anon": stored.linked_anon,
         "last_event_us": to_micros(p.last_event_at) if p.last_event_at else None,
     }
+    if p.records:
+        attrs["records"] = p.records
     next_check = next_time_change(p, p.as_of, thresholds) if p.as_of is not None else None
     row: dict[str, Any] = {
         "patient_key": p.patient_key,
@@ -124,6 +128,9 @@ def sealed_field_names(row: dict[str, Any]) -> list[str]:
 
 
 CipherProvider = Callable[[], FieldCipher]
+# Called inside the transaction that wrote these profiles (patient keys, now in µs): how the sync
+# planner marks patients dirty in the same commit without the projection importing sync.
+ProfilesWritten = Callable[[Connection, list[str], int], None]
 
 
 def transition_rows(key: str, start: int, history: Sequence[Transition]) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from telecrm.domain.clock import Clock, to_micros
 from telecrm.domain.lifecycle import Thresholds, Transition
 from telecrm.domain.messages import StageChanged
 from telecrm.domain.profile import advance_time
-from telecrm.profiles.codec import decode, encode, transition_rows
+from telecrm.profiles.codec import ProfilesWritten, decode, encode, transition_rows
 from telecrm.profiles.tables import profiles, stage_transitions
 
 SWEEP_COLUMNS = (
@@ -45,11 +45,13 @@ class LifecycleSweep:
         thresholds: Thresholds,
         *,
         publish: Callable[[object], None] | None = None,
+        on_written: ProfilesWritten | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._thresholds = thresholds
         self._publish = publish
+        self._on_written = on_written
 
     def run(self, batch: int = 2000) -> SweepReport:
         total = SweepReport()
@@ -113,4 +115,7 @@ class LifecycleSweep:
                 )
             if new_transitions:
                 conn.execute(insert(stage_transitions), new_transitions)
+            moved = sorted({m.patient_key for m in report.messages if isinstance(m, StageChanged)})
+            if moved and self._on_written is not None:
+                self._on_written(conn, moved, now_us)
         return report

@@ -6,5 +6,6 @@ from telecrm.ingest import tables as ingest_tables
 from telecrm.profiles import tables as profile_tables
 from telecrm.security import tables as security_tables
 from telecrm.store.metadata import metadata
+from telecrm.sync import tables as sync_tables
 
-__all__ = ["ingest_tables", "metadata", "profile_tables", "security_tables"]
+__all__ = ["ingest_tables", "metadata", "profile_tables", "security_tables", "sync_tables"]

@@ -1,0 +1,211 @@
+"""The dirty-set planner: what each CRM record should hold now, and whether that is news.
+
+`mark_dirty` runs inside the profile worker's (and the sweep's) transaction: a changed patient is
+marked for every destination in the same commit as the change, so a crash can lose neither.
+`desired_records` turns one profile into the records a mapping asks for (contact, deals,
+tickets, ...) with a digest of each; the outbox worker compares that digest with what the
+destination last accepted, so ten changes before a run are one upsert and an unchanged record
+costs no call at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+from telecrm.domain.fields import FIELDS
+from telecrm.domain.lifecycle import CRM_STATUS, LADDER, RANK, Stage
+from telecrm.domain.profile import Profile
+from telecrm.sync.mapping import Mapping, ObjectMapping
+from telecrm.sync.tables import sync_dirty
+from telecrm.sync.transforms import apply_transform
+
+OPEN_CONSULTATION_CLOSE_DAYS = 30  # Salesforce needs a CloseDate on an open opportunity
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredRecord:
+    object: str  # the mapping's object name
+    key: str  # the external id value
+    patient_key: str
+    properties: dict[str, Any]
+    fields: tuple[str, ...]  # catalog fields whose values this record discloses
+    digest: str
+    relations: tuple[tuple[str, str], ...]  # (object, key) that must exist in the CRM first
+    associations: tuple[tuple[str, str], ...]  # (object, key) to link to after the write
+
+    @property
+    def phi(self) -> bool:
+        return any(FIELDS[f].is_phi for f in self.fields)
+
+
+def mark_dirty(
+    conn: Connection, destinations: Sequence[str], patient_keys: Iterable[str], now_us: int
+) -> int:
+    """Mark patients dirty for each destination, in the caller's transaction."""
+    rows = [
+        {"destination": d, "patient_key": k, "version": 1, "marked_us": now_us}
+        for k in sorted(set(patient_keys))
+        if not k.startswith("anon:")  # an anonymous visitor has no id a CRM could key on
+        for d in destinations
+    ]
+    if not rows:
+        return 0
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    for start in range(0, len(rows), 500):
+        stmt = dialect.insert(sync_dirty)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["destination", "patient_key"],
+            set_={"version": sync_dirty.c.version + 1, "marked_us": stmt.excluded.marked_us},
+        )
+        conn.execute(stmt, rows[start : start + 500])
+    return len(rows)
+
+
+def digest_of(properties: dict[str, Any]) -> str:
+    return hashlib.blake2b(
+        orjson.dumps(properties, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).hexdigest()
+
+
+def _max_stage(p: Profile) -> str | None:
+    return LADDER[p.max_rank].value if 0 <= p.max_rank < len(LADDER) else None
+
+
+def patient_attributes(p: Profile) -> dict[str, Any]:
+    return {
+        "patient_id": p.patient_key,
+        "stage": p.stage.value if p.stage else None,
+        "crm_status": CRM_STATUS[p.stage] if p.stage else None,
+        "max_stage": _max_stage(p),
+        "churn_risk": p.facts.churn_risk,
+        "registered_at": p.facts.registered_at,
+        "stage_since": p.stage_since,
+    }
+
+
+def _record_attributes(source: str, record_id: str, raw: dict[str, Any]) -> dict[str, Any]:
+    attrs = {"record_id": record_id, **raw}
+    if source == "consultation":
+        closed = raw.get("closed_at")
+        attrs["closed"] = closed is not None
+        if closed is not None:
+            attrs["close_date"] = datetime.fromisoformat(closed)
+        elif raw.get("submitted_at"):
+            submitted = datetime.fromisoformat(raw["submitted_at"])
+            attrs["close_date"] = submitted + timedelta(days=OPEN_CONSULTATION_CLOSE_DAYS)
+    return attrs
+
+
+def _applies(o: ObjectMapping, p: Profile) -> bool:
+    if o.when is None:
+        return True
+    if o.when.stage_reached is not None and p.max_rank < RANK[o.when.stage_reached]:
+        return False
+    return not (
+        o.when.stage_not_reached is not None and p.max_rank >= RANK[o.when.stage_not_reached]
+    )
+
+
+def _keys_of(o: ObjectMapping, p: Profile) -> list[tuple[str, dict[str, Any]]]:
+    if o.source == "patient":
+        return [(p.patient_key, {})]
+    return [
+        (rid, _record_attributes(o.source, rid, raw))
+        for rid, raw in sorted(p.records.get(o.source, {}).items())
+    ]
+
+
+def desired_records(p: Profile, mapping: Mapping) -> list[DesiredRecord]:
+    """Every record the mapping wants for this patient, in dependency order (relations first)."""
+    if p.deleted or p.patient_key.startswith("anon:"):
+        return []
+    base = patient_attributes(p)
+    out: list[DesiredRecord] = []
+    wanted = {o.name: _applies(o, p) for o in mapping.objects}
+    for o in _dependency_order(mapping):
+        if not wanted[o.name]:
+            continue
+        for key, extra in _keys_of(o, p):
+            attrs = {**base, **extra}
+            props: dict[str, Any] = {}
+            used: list[str] = []
+            relations: list[tuple[str, str]] = []
+            for name, spec in o.properties.items():
+                if spec.field is not None:
+                    value = p.values.get(spec.field)
+                    if value is not None:
+                        used.append(spec.field)
+                elif spec.from_ is not None:
+                    value = attrs.get(spec.from_)
+                elif spec.template is not None:
+                    value = spec.template.format_map(_Blank(attrs))
+                elif spec.relation is not None:
+                    target = mapping.object(spec.relation)
+                    if not wanted[target.name]:
+                        continue
+                    relations.append((target.name, p.patient_key))
+                    props[name] = {target.id_property: p.patient_key}
+                    continue
+                else:
+                    value = spec.value
+                value = apply_transform(spec.transform, value, spec.map)
+                if value is not None:
+                    props[name] = value
+            associations = tuple(
+                (a.to, p.patient_key) for a in o.associations if wanted.get(a.to, False)
+            )
+            out.append(
+                DesiredRecord(
+                    object=o.name,
+                    key=key,
+                    patient_key=p.patient_key,
+                    properties=props,
+                    fields=tuple(sorted(set(used))),
+                    digest=digest_of({"p": props, "a": associations}),
+                    relations=tuple(relations),
+                    associations=associations,
+                )
+            )
+    return out
+
+
+class _Blank(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def _dependency_order(mapping: Mapping) -> list[ObjectMapping]:
+    """Objects after those they point to (relations and associations), stable otherwise."""
+    done: list[ObjectMapping] = []
+    seen: set[str] = set()
+
+    def visit(o: ObjectMapping, path: tuple[str, ...]) -> None:
+        if o.name in seen or o.name in path:
+            return
+        deps = [s.relation for s in o.properties.values() if s.relation] + [
+            a.to for a in o.associations
+        ]
+        for d in deps:
+            visit(mapping.object(d), (*path, o.name))
+        seen.add(o.name)
+        done.append(o)
+
+    for o in mapping.objects:
+        visit(o, ())
+    return done
+
+
+def object_order(mapping: Mapping) -> list[str]:
+    return [o.name for o in _dependency_order(mapping)]
+
+
+def stage_of(value: str | None) -> Stage | None:
+    return Stage(value) if value else None
