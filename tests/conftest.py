@@ -45,7 +45,9 @@ def _migrated() -> dict[str, Engine]:
     return {}
 
 
-def _migrated_engine(kind: str, cache: dict[str, Engine], request: pytest.FixtureRequest, tmp: Path) -> Engine:
+def _migrated_engine(
+    kind: str, cache: dict[str, Engine], request: pytest.FixtureRequest, tmp: Path
+) -> Engine:
     if kind not in cache:
         if kind == "sqlite":
             engine = make_engine(f"sqlite:///{tmp / 'telecrm.db'}")

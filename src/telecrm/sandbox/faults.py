@@ -59,7 +59,7 @@ class FaultPlan:
             self._storm_left = faults.storm_requests
 
     def draw(self) -> str | None:
-        """"error", "storm", "drop" or None for this request."""
+        """Which fault this request gets: "error", "storm", "drop", or None."""
         with self._lock:
             if self._storm_left > 0:
                 self._storm_left -= 1
@@ -101,9 +101,7 @@ class FaultInjector:
             await self.app(scope, receive, tracking_send)
         except DropConnection:
             if not started:
-                await tracking_send(
-                    {"type": "http.response.start", "status": 200, "headers": []}
-                )
+                await tracking_send({"type": "http.response.start", "status": 200, "headers": []})
             # Raising after the response started makes a server close the socket mid-answer.
             raise
 
@@ -136,7 +134,9 @@ class SandboxTransport(httpx.BaseTransport):
 
 def sandbox_client(app: ASGIApp, base_url: str = "http://sandbox", **kwargs: Any) -> httpx.Client:
     """An httpx.Client wired to a sandbox app in process (what the connector tests use)."""
-    return httpx.Client(transport=SandboxTransport(app, base_url=base_url), base_url=base_url, **kwargs)
+    return httpx.Client(
+        transport=SandboxTransport(app, base_url=base_url), base_url=base_url, **kwargs
+    )
 
 
 Sleep = Callable[[float], Any]

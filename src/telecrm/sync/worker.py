@@ -24,6 +24,7 @@ from telecrm.connectors.base import (
     AssociationWrite,
     AuthFailed,
     BatchRejected,
+    CallGate,
     ConfigurationError,
     Connector,
     LeadConversion,
@@ -98,6 +99,7 @@ class SyncWorker:
         clock: Clock,
         sleep: Callable[[float], None],
         *,
+        gate: CallGate | None = None,
         owner: str | None = None,
         lease_seconds: float = 300.0,
         patients_per_round: int = 500,
@@ -108,6 +110,7 @@ class SyncWorker:
         self._cipher = cipher
         self._clock = clock
         self._sleep = sleep
+        self._gate = gate
         self.owner = owner or uuid.uuid4().hex[:16]
         self._lease_us = int(lease_seconds * 1e6)
         self._per_round = patients_per_round
@@ -422,7 +425,7 @@ class SyncWorker:
                 return call()
             except RateLimited as exc:
                 wait = exc.retry_after if exc.retry_after is not None else backoff_seconds(attempt)
-                gate = getattr(self.connector, "gate", None)
+                gate = self._gate
                 if gate is not None:
                     gate.back_off(wait, daily=exc.daily)
                 log.warning(

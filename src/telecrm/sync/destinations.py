@@ -1,0 +1,139 @@
+"""From a mapping and the environment to a live connector, its shared call budget and a worker.
+
+Credentials never live in a mapping file: its `connection:` block names the environment variables
+that hold them. `TELECRM_<DESTINATION>_URL` overrides the API base URL (the demo and the tests
+point it at a sandbox).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from collections.abc import Mapping as EnvMapping
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr, ValidationError
+from sqlalchemy import Engine
+
+from telecrm.connectors.base import Connector
+from telecrm.connectors.hubspot import HubSpotConnector
+from telecrm.connectors.hubspot_auth import HubSpotConfig
+from telecrm.connectors.salesforce import SalesforceConnector
+from telecrm.connectors.salesforce_auth import SalesforceConfig
+from telecrm.domain.clock import Clock
+from telecrm.security.envelope import FieldCipher
+from telecrm.sync.mapping import Mapping
+from telecrm.sync.rate_gate import DbCallGate
+from telecrm.sync.worker import SyncWorker
+
+
+class DestinationNotConfigured(ValueError):
+    """The environment lacks what a destination needs; the message says which variables."""
+
+
+def url_override_name(mapping: Mapping) -> str:
+    return f"TELECRM_{mapping.destination.upper().replace('-', '_')}_URL"
+
+
+def _env(mapping: Mapping, env: EnvMapping[str, str], key: str) -> str | None:
+    name = mapping.connection.get(key)
+    return env.get(name) if name else None
+
+
+def hubspot_config(mapping: Mapping, env: EnvMapping[str, str]) -> HubSpotConfig:
+    base = env.get(url_override_name(mapping)) or mapping.connection.get(
+        "base_url", "https://api.hubapi.com"
+    )
+    token = _env(mapping, env, "token_env")
+    try:
+        if token:
+            return HubSpotConfig(base_url=base, private_app_token=SecretStr(token))
+        return HubSpotConfig(
+            base_url=base,
+            client_id=_env(mapping, env, "client_id_env"),
+            client_secret=_secret(_env(mapping, env, "client_secret_env")),
+            refresh_token=_secret(_env(mapping, env, "refresh_token_env")),
+        )
+    except ValidationError:
+        names = [mapping.connection.get(k, "?") for k in ("token_env", "client_id_env")]
+        raise DestinationNotConfigured(
+            f"{mapping.destination}: no HubSpot credentials: set {names[0]} (a private-app token), "
+            f"or {names[1]} with the client secret and refresh token variables of the mapping"
+        ) from None
+
+
+def salesforce_config(mapping: Mapping, env: EnvMapping[str, str]) -> SalesforceConfig:
+    login = env.get(url_override_name(mapping)) or mapping.connection.get(
+        "login_url", "https://login.salesforce.com"
+    )
+    client_id = _env(mapping, env, "client_id_env")
+    username = _env(mapping, env, "username_env")
+    key_file = _env(mapping, env, "private_key_file_env")
+    try:
+        if username and key_file:
+            key = Path(key_file).read_text(encoding="utf-8")
+            return SalesforceConfig(
+                login_url=login,
+                consumer_key=client_id,
+                username=username,
+                private_key=SecretStr(key),
+            )
+        return SalesforceConfig(
+            login_url=login,
+            client_id=client_id,
+            client_secret=_secret(_env(mapping, env, "client_secret_env")),
+        )
+    except (ValidationError, OSError):
+        c = mapping.connection
+        raise DestinationNotConfigured(
+            f"{mapping.destination}: no Salesforce credentials: set {c.get('client_id_env')} and "
+            f"{c.get('client_secret_env')} (client credentials), or {c.get('client_id_env')}, "
+            f"{c.get('username_env')} and {c.get('private_key_file_env')} (JWT bearer)"
+        ) from None
+
+
+def _secret(value: str | None) -> SecretStr | None:
+    return SecretStr(value) if value else None
+
+
+def open_connector(
+    mapping: Mapping,
+    engine: Engine,
+    clock: Clock,
+    sleep: Callable[[float], None],
+    *,
+    client: httpx.Client | None = None,
+    env: EnvMapping[str, str] | None = None,
+    gated: bool = True,
+) -> tuple[Connector, DbCallGate]:
+    env = os.environ if env is None else env
+    gate = DbCallGate(engine, mapping.destination, mapping.limits, clock, sleep)
+    now = lambda: clock.now().timestamp()  # noqa: E731
+    connector: Connector
+    if mapping.connector == "hubspot":
+        connector = HubSpotConnector(
+            hubspot_config(mapping, env), client, gate=gate if gated else None, now=now
+        )
+    else:
+        connector = SalesforceConnector(
+            salesforce_config(mapping, env), client, gate=gate if gated else None, now=now
+        )
+    return connector, gate
+
+
+def sync_worker(
+    mapping: Mapping,
+    engine: Engine,
+    cipher: Callable[[], FieldCipher],
+    clock: Clock,
+    sleep: Callable[[float], None],
+    *,
+    client: httpx.Client | None = None,
+    env: EnvMapping[str, str] | None = None,
+    lease_seconds: float = 300.0,
+) -> SyncWorker:
+    connector, gate = open_connector(mapping, engine, clock, sleep, client=client, env=env)
+    return SyncWorker(
+        engine, mapping, connector, cipher, clock, sleep, gate=gate, lease_seconds=lease_seconds
+    )

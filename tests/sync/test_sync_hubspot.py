@@ -1,0 +1,173 @@
+"""Profiles to HubSpot end to end, over HTTP to the sandbox, on SQLite and PostgreSQL.
+
+The destination must end equal to the source whatever the sandbox throws at the worker: no record
+lost, none duplicated, unchanged records cost no call, and no PHI in dead letters.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from telecrm.bootstrap import Runtime
+from telecrm.domain.clock import FrozenClock
+from telecrm.sandbox.faults import Faults
+from telecrm.simulate.config import SimulationConfig
+from telecrm.simulate.generator import generate
+from telecrm.sync.mapping import load_mapping
+from telecrm.sync.tables import disclosures, sync_dead_letters, sync_dirty
+from tests.support.builders import CANARY_EMAIL, customer_journey, event, registration
+from tests.sync.harness import SyncHarness, hubspot_harness
+
+SIMULATED = [
+    e
+    for e in generate(
+        SimulationConfig(patients=150, months=4, seed=11, start=datetime(2025, 9, 1).date())
+    )
+    if e["patient"].get("id")
+]
+
+
+@pytest.fixture
+def later(clock: FrozenClock) -> FrozenClock:
+    clock.set(datetime(2026, 1, 10, tzinfo=UTC))
+    return clock
+
+
+@pytest.fixture
+def hub(runtime: Runtime, later: FrozenClock) -> SyncHarness:
+    h = hubspot_harness(runtime, later)
+    h.provision()
+    return h
+
+
+def counts(h: SyncHarness) -> dict[str, int]:
+    return {o: len(h.sandbox.records(o)) for o in ("contacts", "deals", "tickets")}
+
+
+def test_a_backfill_puts_every_record_in_hubspot_once_at_the_lower_bound_of_calls(
+    hub: SyncHarness,
+) -> None:
+    hub.feed(SIMULATED)
+    report = hub.sync()
+    agreement = hub.agreement()
+    assert agreement.ok, agreement.summary()
+    assert agreement.expected == sum(counts(hub).values()) > 150
+    held = counts(hub)
+    lower = sum(math.ceil(n / 100) for n in held.values())  # upserts
+    lower += math.ceil(held["deals"] / 100) + math.ceil(
+        held["tickets"] / 100
+    )  # association batches
+    # One round per 500 patients: a round's batches are full except each object's last one.
+    assert report.calls <= lower + 2 * 3
+    assert report.written == agreement.expected and report.rejected == 0
+
+
+def test_a_second_run_costs_zero_calls_and_a_change_costs_one_upsert(
+    hub: SyncHarness, later: FrozenClock
+) -> None:
+    hub.feed(SIMULATED)
+    hub.sync()
+    with hub.runtime.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(sync_dirty)).scalar_one() == 0
+    hub.feed([])
+    assert hub.sync().calls == 0
+    patient = next(e["patient"]["id"] for e in SIMULATED if e["type"] == "patient.registered")
+    # Ten changes to one patient before the worker runs: one upsert.
+    hub.feed(
+        [
+            event(
+                "patient.updated",
+                patient,
+                later.now() - timedelta(minutes=10 - i),
+                {"first_name": f"Ana{chr(97 + i)}"},
+            )
+            for i in range(10)
+        ]
+    )
+    report = hub.sync()
+    assert (report.calls, report.written) == (1, 1)
+    assert hub.agreement().ok
+    (contact,) = [
+        r
+        for r in hub.sandbox.records("contacts")
+        if r["properties"]["telecrm_patient_id"] == patient
+    ]
+    assert contact["properties"]["firstname"] == "Anaj"
+
+
+def test_faults_end_with_the_crm_equal_to_the_source(hub: SyncHarness) -> None:
+    hub.feed(SIMULATED)
+    hub.sandbox.faults.set(Faults(error_rate=0.2, drop_rate=0.1, storm_requests=3, seed=4))
+    for _ in range(20):  # deferred patients come back after their backoff
+        hub.sync()
+        hub.clock.advance(timedelta(minutes=5))
+    agreement = hub.agreement()
+    assert agreement.ok, agreement.summary()
+    assert not agreement.duplicated
+    with hub.runtime.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(sync_dead_letters)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(sync_dirty)).scalar_one() == 0
+    assert hub.sandbox.stats.rate_limited >= 3
+
+
+def test_a_record_the_crm_refuses_goes_to_dead_letters_without_phi_and_is_retried_when_fixed(
+    runtime: Runtime, later: FrozenClock
+) -> None:
+    original = Path(load_mapping("hubspot").path).read_text()
+    broken = load_mapping(
+        "hubspot-broken.yaml",
+        text=original.replace(
+            "      telecrm_churn_risk: {from: churn_risk}",
+            "      telecrm_churn_risk: {from: churn_risk}\n      telecrm_not_provisioned: {from: stage}",
+        ),
+    )
+    h = hubspot_harness(runtime, later, broken)
+    h.provision()
+    h.feed([registration("P-1", later.now() - timedelta(days=2), data={"email": CANARY_EMAIL})])
+    report = h.sync()
+    assert report.rejected == 1 and report.written == 0
+    with runtime.engine.connect() as conn:
+        letter = conn.execute(select(sync_dead_letters)).one()
+    assert (letter.object, letter.record_key, letter.status) == ("contact", "P-1", "open")
+    assert letter.code == "PROPERTY_DOESNT_EXIST"
+    assert "telecrm_not_provisioned" in letter.detail
+    assert CANARY_EMAIL not in repr(tuple(letter))
+    assert h.sync().calls == 0  # the same data is not sent again by itself
+
+
+def test_disclosures_record_every_accepted_record_and_the_fields_it_carried(
+    hub: SyncHarness, later: FrozenClock
+) -> None:
+    hub.feed(customer_journey("P-7", later.now() - timedelta(days=6)))
+    hub.sync()
+    with hub.runtime.engine.connect() as conn:
+        rows = conn.execute(select(disclosures).order_by(disclosures.c.object)).all()
+    assert [(r.object, r.record_key, r.phi) for r in rows] == [
+        ("contact", "P-7", False),
+        ("deal", "c_P-7", False),
+    ]
+    assert "email" in rows[0].fields
+
+
+def _hubspot_contact(h: SyncHarness, patient: str) -> dict[str, Any]:
+    return next(
+        r for r in h.sandbox.records("contacts") if r["properties"]["telecrm_patient_id"] == patient
+    )
+
+
+def test_deals_are_associated_with_their_contact_and_orders_close_them(
+    hub: SyncHarness, later: FrozenClock
+) -> None:
+    hub.feed(customer_journey("P-8", later.now() - timedelta(days=6)))
+    hub.sync()
+    contact = _hubspot_contact(hub, "P-8")
+    (deal,) = hub.sandbox.records("deals")
+    assert deal["properties"]["dealstage"] == "closedwon"
+    assert float(deal["properties"]["amount"]) == 49.0
+    assert hub.sandbox.associations("deals", deal["id"], "contacts") == [contact["id"]]
