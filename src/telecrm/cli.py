@@ -9,8 +9,10 @@ from telecrm.cli_support import console, friendly_errors, runtime
 from telecrm.demo import demo_command
 from telecrm.ingest.commands import import_command, pull_command
 from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command, worker_command
+from telecrm.sandbox.commands import sandbox_app
 from telecrm.security.commands import audit_app, keys_app, secrets_app
 from telecrm.simulate.cli import simulate_app
+from telecrm.sync.commands import crm_app, dlq_app, mapping_app, sync_app
 
 app = typer.Typer(
     name="telecrm",
@@ -28,6 +30,11 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(sync_app, name="sync")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(crm_app, name="crm")
+app.add_typer(mapping_app, name="mapping")
+app.add_typer(sandbox_app, name="sandbox")
 app.command("demo")(demo_command)
 app.command("import")(import_command)
 app.command("pull")(pull_command)

@@ -17,13 +17,25 @@ from telecrm.ingest.signatures import InvalidSecret
 from telecrm.security.errors import SecurityError
 from telecrm.settings import Settings
 from telecrm.store.engine import StoreError
+from telecrm.sync.destinations import DestinationNotConfigured
+from telecrm.sync.mapping import MappingError
+from telecrm.sync.worker import SyncHalted
 
 console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-KNOWN_FAILURES = (SecurityError, StoreError, ImportFileError, InvalidSecret, LookupError)
+KNOWN_FAILURES = (
+    SecurityError,
+    StoreError,
+    ImportFileError,
+    InvalidSecret,
+    LookupError,
+    MappingError,
+    DestinationNotConfigured,
+    SyncHalted,
+)
 
 
 def fail(message: str, *, hint: str | None = None, code: int = 1) -> typer.Exit:

@@ -76,7 +76,7 @@ def test_an_open_consultation_is_an_open_deal_and_a_ticket_links_to_the_contact(
     assert records["deal"][0].properties["dealstage"] == "appointmentscheduled"
     assert "amount" not in records["deal"][0].properties
     ticket = records["ticket"][0]
-    assert ticket.properties["hs_ticket_priority"] == "URGENT"
+    assert ticket.properties["hs_ticket_priority"] == "HIGH"  # HubSpot has no URGENT by default
     assert ticket.properties["subject"] == "Support ticket t1 (billing)"
 
 
