@@ -2,7 +2,8 @@
 
 Synthetic patients from the simulator go through the signed HTTP intake of an in-process server
 on loopback, the worker folds them into encrypted profiles and lifecycle stages, and the demo
-prints the stage distribution, the 4 funnels, what bad input gets back, and the audit check.
+prints the stage distribution, the 4 funnels, what bad input gets back, then keeps HubSpot and
+Salesforce sandboxes in sync (under injected faults) and ends with the agreement and audit checks.
 """
 
 from __future__ import annotations
@@ -222,6 +223,10 @@ def demo_command(
         view = patient_view(conn, cipher, sample, actor="demo", reveal_reason=None, now_us=0)
         verified = verify_audit(conn)
     print_stages_and_funnels(s)
+    console.rule("the CRMs: HubSpot and Salesforce sandboxes, kept in sync")
+    from telecrm.sync.demo_sync import demo_crm_sync
+
+    synced = demo_crm_sync(rt, console)
     masked = Table(
         "field", "value", title=f"{view.patient_key}: {view.stage} — masked view (audited)"
     )
@@ -238,6 +243,8 @@ def demo_command(
         if name in view.fields:
             masked.add_row(name, str(view.fields[name]))
     console.print(masked)
+    with rt.engine.begin() as conn:
+        verified = verify_audit(conn)
     console.print(
         f"audit chain: [green]intact[/], {verified.rows_checked:,} entries"
         if verified.ok
@@ -251,10 +258,14 @@ def demo_command(
             ".venv/bin/telecrm stats\n"
             ".venv/bin/telecrm patients show pat_000001\n"
             ".venv/bin/telecrm audit verify\n"
-            ".venv/bin/telecrm lifecycle rebuild",
+            ".venv/bin/telecrm lifecycle rebuild\n"
+            ".venv/bin/telecrm sync plan hubspot --all   # the dry run, PHI redacted\n"
+            ".venv/bin/telecrm dlq list",
             title="look around",
         )
     )
+    if not synced:
+        raise fail("a CRM does not hold what telecrm says it should (see the agreement column)")
 
 
 def _show_bad_input(client: httpx.Client, secret: str) -> None:

@@ -21,6 +21,8 @@ def test_the_demo_runs_end_to_end_and_checks_itself(
     assert "generated a demo master key" in out
     assert "lost in transit" in out and "were already known" in out
     assert "audit chain: intact" in out
+    assert "CRM sync of" in out and out.count("│ ok") == 2  # both CRMs agree with the source
+    assert "BAA is refused" in out
     for stage in ("visitor", "lead", "churned"):
         assert stage in out
     assert "Unknown patient" in out and "Signature rejected" in out  # the bad-input table

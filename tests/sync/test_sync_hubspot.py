@@ -20,7 +20,7 @@ from telecrm.sandbox.faults import Faults
 from telecrm.simulate.config import SimulationConfig
 from telecrm.simulate.generator import generate
 from telecrm.sync.mapping import load_mapping
-from telecrm.sync.tables import disclosures, sync_dead_letters, sync_dirty
+from telecrm.sync.tables import disclosures, sync_dead_letters, sync_dirty, sync_records
 from tests.support.builders import CANARY_EMAIL, customer_journey, event, registration
 from tests.sync.harness import SyncHarness, hubspot_harness
 
@@ -171,3 +171,42 @@ def test_deals_are_associated_with_their_contact_and_orders_close_them(
     assert deal["properties"]["dealstage"] == "closedwon"
     assert float(deal["properties"]["amount"]) == 49.0
     assert hub.sandbox.associations("deals", deal["id"], "contacts") == [contact["id"]]
+
+
+def test_update_only_mode_never_creates_and_reports_missing_records(
+    runtime: Runtime, later: FrozenClock
+) -> None:
+    text = Path(load_mapping("hubspot").path).read_text().replace("mode: upsert ", "mode: update ")
+    h = hubspot_harness(runtime, later, load_mapping("update.yaml", text=text))
+    h.provision()
+    h.feed(customer_journey("P-1", later.now() - timedelta(days=6)))
+    report = h.sync()
+    assert report.written == 0 and not h.sandbox.records("contacts")
+    with runtime.engine.connect() as conn:
+        states = {r.object: r.state for r in conn.execute(select(sync_records))}
+    assert states == {"contact": "missing", "deal": "missing"}
+
+
+def test_mirror_mode_archives_an_erased_patients_records(
+    runtime: Runtime, later: FrozenClock
+) -> None:
+    text = Path(load_mapping("hubspot").path).read_text().replace("mode: upsert ", "mode: mirror ")
+    h = hubspot_harness(runtime, later, load_mapping("mirror.yaml", text=text))
+    h.provision()
+    h.feed(customer_journey("P-1", later.now() - timedelta(days=6)))
+    h.sync()
+    assert len(h.sandbox.records("contacts")) == 1 and len(h.sandbox.records("deals")) == 1
+    h.feed(
+        [
+            event(
+                "patient.deleted",
+                "P-1",
+                later.now() - timedelta(minutes=1),
+                {"reason": "erasure_request"},
+            )
+        ]
+    )
+    report = h.sync()
+    assert report.archived == 2
+    assert not h.sandbox.records("contacts") and not h.sandbox.records("deals")
+    assert h.sync().calls == 0

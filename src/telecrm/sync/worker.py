@@ -102,7 +102,7 @@ class SyncWorker:
         gate: CallGate | None = None,
         owner: str | None = None,
         lease_seconds: float = 300.0,
-        patients_per_round: int = 500,
+        patients_per_round: int = 2000,
     ) -> None:
         self._engine = engine
         self.mapping = mapping
