@@ -7,6 +7,7 @@ own engine and clock and wire only what they need.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -28,6 +29,9 @@ from telecrm.store.engine import make_engine, read_only
 from telecrm.store.migrate import upgrade_to_head
 from telecrm.sync.mapping import Mapping, load_mapping
 from telecrm.sync.planner import mark_dirty
+
+if TYPE_CHECKING:
+    from telecrm.sync.worker import SyncWorker
 
 
 class Runtime:
@@ -84,6 +88,16 @@ class Runtime:
 
     def use_mappings(self, mappings: list[Mapping]) -> None:
         self._mappings = list(mappings)
+
+    def sync_workers(self) -> list[SyncWorker]:
+        """One outbox worker per configured destination, with credentials from the environment."""
+        from telecrm.sync.destinations import sync_worker
+        from telecrm.sync.rate_gate import clock_sleep
+
+        return [
+            sync_worker(m, self.engine, self.cipher, self.clock, clock_sleep(self.clock))
+            for m in self.mappings()
+        ]
 
     def _mark_dirty(self, conn: Connection, patient_keys: list[str], now_us: int) -> None:
         names = [m.destination for m in self.mappings()]
@@ -178,6 +192,13 @@ class EmbeddedWorker(threading.Thread):
 
         log = structlog.get_logger("telecrm.worker")
         worker, sweep = self._runtime.worker(), self._runtime.sweep()
+        try:  # one thread per destination: a slow or failing CRM never stalls ingest or the others
+            syncs = [SyncThread(w, self._stop_requested) for w in self._runtime.sync_workers()]
+        except Exception as exc:  # a destination without credentials must not stop ingest
+            log.error("sync.not_started", problem=str(exc))
+            syncs = []
+        for thread in syncs:
+            thread.start()
         since_sweep = self._sweep_every
         while not self._stop_requested.is_set():
             # Cleared before draining, so events accepted during a drain wake the next round.
@@ -194,3 +215,25 @@ class EmbeddedWorker(threading.Thread):
                 log.exception("worker.batch_failed")
             woke = self._runtime.work_available.wait(timeout=1.0)
             since_sweep += 0.0 if woke else 1.0
+
+
+class SyncThread(threading.Thread):
+    """The outbox worker of one destination inside `telecrm serve`: drains, then polls every second."""
+
+    def __init__(self, worker: SyncWorker, stop: threading.Event) -> None:
+        super().__init__(name=f"telecrm-sync-{worker.destination}", daemon=True)
+        self._worker = worker
+        self._stop_requested = stop
+
+    def run(self) -> None:
+        import structlog
+
+        log = structlog.get_logger("telecrm.sync")
+        while not self._stop_requested.is_set():
+            try:
+                self._worker.drain()
+            except Exception as exc:
+                log.error(
+                    "sync.round_failed", destination=self._worker.destination, problem=str(exc)
+                )
+            self._stop_requested.wait(timeout=1.0)
