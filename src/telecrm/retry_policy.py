@@ -18,3 +18,9 @@ def backoff_seconds(attempt: int, retry_after: str | None = None) -> float:
     if retry_after is not None and retry_after.strip().isdigit():
         wait = max(wait, float(retry_after))
     return wait
+
+
+def with_jitter(seconds: float, draw: float, *, floor: float = 0.0) -> float:
+    """Spread retries of many workers ("equal jitter"): between half and all of `seconds`, never
+    below `floor` (a Retry-After the peer asked for). `draw` is a random number in [0, 1)."""
+    return max(floor, seconds * (0.5 + 0.5 * draw))

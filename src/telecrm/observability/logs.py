@@ -41,8 +41,20 @@ def redact_sensitive(
     return event_dict
 
 
+class _CurrentStderr:
+    """sys.stderr as it is when a line is written, not when logging was configured (a test
+    runner or a CLI runner may swap it, and close the one it swapped in)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
-    logging.basicConfig(format="%(message)s", stream=stream or sys.stderr, level=level, force=True)
+    stream = stream or _CurrentStderr()
+    logging.basicConfig(format="%(message)s", stream=stream, level=level, force=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -53,6 +65,6 @@ def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -11,6 +11,7 @@ write is keyed by an external id, so nothing is duplicated.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from telecrm.connectors.base import (
 from telecrm.domain.clock import Clock, to_micros
 from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles
-from telecrm.retry_policy import backoff_seconds
+from telecrm.retry_policy import backoff_seconds, with_jitter
 from telecrm.security.envelope import FieldCipher
 from telecrm.sync.mapping import Mapping
 from telecrm.sync.planner import DesiredRecord, desired_records, object_order
@@ -111,6 +112,7 @@ class SyncWorker:
         self._clock = clock
         self._sleep = sleep
         self._gate = gate
+        self._random = random.Random()  # jitter only: spreads the retries of many workers
         self.owner = owner or uuid.uuid4().hex[:16]
         self._lease_us = int(lease_seconds * 1e6)
         self._per_round = patients_per_round
@@ -155,7 +157,9 @@ class SyncWorker:
                 owner=self.owner,
                 claims={k: (c.version, c.attempts) for k, c in rnd.claims.items()},
                 deferred=set(),
-                retry_in_us=lambda attempts: int(backoff_seconds(attempts) * 1e6),
+                retry_in_us=lambda attempts: int(
+                    with_jitter(backoff_seconds(attempts), self._random.random()) * 1e6
+                ),
                 max_rounds=MAX_ROUNDS,
             )
         return report
@@ -447,7 +451,13 @@ class SyncWorker:
                 if attempt + 1 >= ATTEMPTS_PER_CALL:
                     self._defer(rnd, patients, exc.code)
                     return None
-                self._sleep(backoff_seconds(attempt, _text(exc.retry_after)))
+                self._sleep(
+                    with_jitter(
+                        backoff_seconds(attempt),
+                        self._random.random(),
+                        floor=exc.retry_after or 0.0,
+                    )
+                )
             except (AuthFailed, ConfigurationError) as exc:
                 raise SyncHalted(self.destination, exc.code, exc.detail) from None
             attempt += 1
@@ -456,10 +466,6 @@ class SyncWorker:
         rnd.outcomes.deferred.update(patients)
         for p in patients:
             rnd.outcomes.failure_codes[p] = code
-
-
-def _text(seconds: float | None) -> str | None:
-    return None if seconds is None else str(int(seconds))
 
 
 def load_known(
