@@ -16,7 +16,9 @@ def test_retry_after_wins_only_when_longer_and_only_as_seconds() -> None:
     assert backoff_seconds(0, "Wed, 21 Oct 2015 07:28:00 GMT") == 0.5  # HTTP-date: use our own
 
 
-def test_jitter_spreads_retries_between_half_and_all_of_the_backoff_but_never_below_retry_after() -> None:
+def test_jitter_spreads_retries_between_half_and_all_of_the_backoff_but_never_below_retry_after() -> (
+    None
+):
     from telecrm.retry_policy import with_jitter
 
     assert with_jitter(8.0, 0.0) == 4.0

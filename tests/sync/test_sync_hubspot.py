@@ -210,3 +210,18 @@ def test_mirror_mode_archives_an_erased_patients_records(
     assert report.archived == 2
     assert not h.sandbox.records("contacts") and not h.sandbox.records("deals")
     assert h.sync().calls == 0
+
+
+def test_two_patients_with_one_email_the_second_is_refused_by_hubspot_and_dead_lettered(
+    hub: SyncHarness, later: FrozenClock
+) -> None:
+    start = later.now() - timedelta(days=3)
+    shared = {"email": "family@example.com"}
+    hub.feed([registration("P-1", start, data=shared), registration("P-2", start, data=shared)])
+    report = hub.sync()
+    assert (report.written, report.rejected) == (1, 1)
+    with hub.runtime.engine.connect() as conn:
+        letter = conn.execute(select(sync_dead_letters)).one()
+    assert (letter.code, letter.detail) == ("CONFLICT", "properties: email")
+    assert "family@example.com" not in repr(tuple(letter))
+    assert len(hub.sandbox.records("contacts")) == 1

@@ -146,6 +146,9 @@ class Account:
     records: dict[str, dict[str, Record]] = field(default_factory=dict)
     associations: set[tuple[str, str, str, str]] = field(default_factory=set)
     next_id: int = 101
+    # (object, unique property) -> value -> record id: upserts find records in O(1), and a value
+    # another record already holds is refused, as HubSpot refuses it.
+    unique_values: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for obj in OBJECTS:
@@ -167,9 +170,17 @@ class Account:
         self.next_id += 1
         return str(self.next_id)
 
+    def _unique_key(self, obj: str, name: str, value: str) -> str:
+        return value.lower() if (obj, name) == ("contacts", "email") else value
+
     def find_by(self, obj: str, id_property: str, value: str) -> Record | None:
         if id_property == "hs_object_id":
             return self.records[obj].get(value)
+        if self.is_id_property(obj, id_property):
+            found = self.unique_values.get((obj, id_property), {}).get(
+                self._unique_key(obj, id_property, value)
+            )
+            return None if found is None else self.records[obj].get(found)
         for record in self.records[obj].values():
             if record.properties.get(id_property) == value:
                 return record
@@ -204,9 +215,34 @@ class Account:
                 clean[name] = value
         return clean, errors
 
+    def unique_conflicts(
+        self, obj: str, record_id: str | None, values: dict[str, str]
+    ) -> list[PropertyError]:
+        """Unique values (and a contact's email) that another record already holds."""
+        conflicts = []
+        for name, value in values.items():
+            if not value or not self.is_id_property(obj, name):
+                continue
+            holder = self.unique_values.get((obj, name), {}).get(self._unique_key(obj, name, value))
+            if holder is not None and holder != record_id:
+                conflicts.append(
+                    PropertyError("CONFLICT", name, f"{value} already exists on record {holder}")
+                )
+        return conflicts
+
+    def _index(self, obj: str, record: Record, name: str, value: str | None) -> None:
+        index = self.unique_values.setdefault((obj, name), {})
+        old = record.properties.get(name)
+        if old:
+            index.pop(self._unique_key(obj, name, old), None)
+        if value:
+            index[self._unique_key(obj, name, value)] = record.id
+
     def apply(self, record: Record, obj: str, values: dict[str, str], now: float) -> None:
         """Write checked values; `lifecyclestage` only moves forward, "" clears it."""
         for name, value in values.items():
+            if self.is_id_property(obj, name):
+                self._index(obj, record, name, value)
             if obj in ("contacts", "companies") and name == "lifecyclestage" and value:
                 current = record.properties.get(name, "")
                 if current and LIFECYCLE_STAGES.index(value) < LIFECYCLE_STAGES.index(current):
@@ -236,6 +272,11 @@ class Account:
         )
 
     def archive(self, obj: str, record_id: str) -> None:
+        record = self.records[obj].get(record_id)
+        if record is not None:
+            for name in list(record.properties):
+                if self.is_id_property(obj, name):
+                    self._index(obj, record, name, None)
         if self.records[obj].pop(record_id, None) is not None:
             self.associations = {
                 a
@@ -481,10 +522,11 @@ def batch_upsert(account: Account, ctx: BatchContext, obj: str, body: Any) -> An
         clean, problems = account.check_values(
             obj, {**item.get("properties", {}), id_property: key}
         )
+        record = account.find_by(obj, id_property, key)
+        problems += account.unique_conflicts(obj, record.id if record else None, clean)
         if problems:
             errors.append(property_errors_error(key, problems))
             continue
-        record = account.find_by(obj, id_property, key)
         created = record is None
         if record is None:
             record = account.create(obj, clean, ctx.now)
@@ -513,6 +555,7 @@ def batch_update(account: Account, ctx: BatchContext, obj: str, body: Any) -> An
             missing.append(key)
             continue
         clean, problems = account.check_values(obj, item.get("properties", {}))
+        problems += account.unique_conflicts(obj, record.id, clean)
         if problems:
             errors.append(property_errors_error(key, problems))
             continue
@@ -545,6 +588,7 @@ def batch_create(
                 "Invalid input JSON: each input needs `properties`", "VALIDATION_ERROR"
             )
         clean, problems = account.check_values(obj, props)
+        problems += account.unique_conflicts(obj, None, clean)
         checked.append((index, item, clean, problems))
     failed = [c for c in checked if c[3]]
     if failed and not multi_status:  # without multi-status one bad input refuses the batch
