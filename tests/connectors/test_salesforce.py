@@ -8,8 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from telecrm.connectors.base import (
     AssociationWrite,
@@ -29,6 +27,7 @@ from telecrm.sandbox.salesforce import (
     SalesforceSandboxConfig,
     create_salesforce_sandbox,
 )
+from tests.support.keys import rsa_pem_pair
 
 PATIENT = "Telecrm_Patient_Id__c"
 CANARY = "canary-phi-7781@example.com"
@@ -68,16 +67,7 @@ class CountingGate:
 
 @pytest.fixture(scope="module")
 def rsa_pem() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return rsa_pem_pair()
 
 
 @pytest.fixture

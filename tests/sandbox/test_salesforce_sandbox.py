@@ -20,8 +20,6 @@ import httpx
 import jsonschema
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from telecrm.sandbox.faults import Faults, sandbox_client
 from telecrm.sandbox.salesforce import (
@@ -29,6 +27,7 @@ from telecrm.sandbox.salesforce import (
     SalesforceSandboxConfig,
     create_salesforce_sandbox,
 )
+from tests.support.keys import rsa_pem_pair
 
 V = "/services/data/v62.0"
 PATIENT = "Telecrm_Patient_Id__c"
@@ -88,16 +87,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def rsa_pem() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return rsa_pem_pair()
 
 
 @pytest.fixture
@@ -226,10 +216,7 @@ def test_bad_jwt_assertion_is_refused_with_oauth_error(http, rsa_pem, clock, cla
 
 
 def test_assertion_signed_by_another_key_is_refused(http, clock) -> None:
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = other.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    pem = rsa_pem_pair.__wrapped__()[0]  # a fresh pair, not the one the org trusts
     answer = http.post(
         "/services/oauth2/token",
         data={

@@ -7,7 +7,7 @@ lost, none duplicated, unchanged records cost no call, and no PHI in dead letter
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +17,11 @@ from sqlalchemy import func, select
 from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
 from telecrm.sandbox.faults import Faults
-from telecrm.simulate.config import SimulationConfig
-from telecrm.simulate.generator import generate
 from telecrm.sync.mapping import load_mapping
 from telecrm.sync.tables import disclosures, sync_dead_letters, sync_dirty, sync_records
 from tests.support.builders import CANARY_EMAIL, customer_journey, event, registration
+from tests.sync.conftest import SIMULATED
 from tests.sync.harness import SyncHarness, hubspot_harness
-
-SIMULATED = [
-    e
-    for e in generate(
-        SimulationConfig(patients=150, months=4, seed=11, start=datetime(2025, 9, 1).date())
-    )
-    if e["patient"].get("id")
-]
-
-
-@pytest.fixture
-def later(clock: FrozenClock) -> FrozenClock:
-    clock.set(datetime(2026, 1, 10, tzinfo=UTC))
-    return clock
 
 
 @pytest.fixture

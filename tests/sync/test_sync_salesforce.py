@@ -7,7 +7,7 @@ handled as Salesforce's limit signal.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -15,25 +15,10 @@ from sqlalchemy import func, select
 from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
 from telecrm.sandbox.faults import Faults
-from telecrm.simulate.config import SimulationConfig
-from telecrm.simulate.generator import generate
 from telecrm.sync.tables import rate_budgets, sync_dead_letters, sync_dirty, sync_records
 from tests.support.builders import customer_journey, event
+from tests.sync.conftest import SIMULATED
 from tests.sync.harness import SyncHarness, salesforce_harness
-
-SIMULATED = [
-    e
-    for e in generate(
-        SimulationConfig(patients=150, months=4, seed=11, start=datetime(2025, 9, 1).date())
-    )
-    if e["patient"].get("id")
-]
-
-
-@pytest.fixture
-def later(clock: FrozenClock) -> FrozenClock:
-    clock.set(datetime(2026, 1, 10, tzinfo=UTC))
-    return clock
 
 
 @pytest.fixture
