@@ -210,3 +210,18 @@ def test_two_patients_with_one_email_the_second_is_refused_by_hubspot_and_dead_l
     assert (letter.code, letter.detail) == ("CONFLICT", "properties: email")
     assert "family@example.com" not in repr(tuple(letter))
     assert len(hub.sandbox.records("contacts")) == 1
+
+
+def test_a_deal_already_linked_to_its_contact_is_not_linked_again_when_it_changes(
+    hub: SyncHarness, later: FrozenClock
+) -> None:
+    journey = customer_journey("P-3", later.now() - timedelta(days=6))
+    hub.feed(journey[:-1])  # consultation and prescription: an open deal
+    hub.sync()
+    worker = hub.worker()
+    hub.feed(journey[-1:])  # the order closes the deal (and makes a customer of the contact)
+    report = worker.drain()
+    assert (report.written, report.calls) == (2, 2)
+    assert not any("associat" in k for k in worker.connector.stats.by_endpoint)
+    (deal,) = hub.sandbox.records("deals")
+    assert deal["properties"]["dealstage"] == "closedwon"

@@ -216,6 +216,7 @@ class SalesforceStore:
     def reset(self) -> None:
         self.schemas = {name: dict(fields) for name, fields in STANDARD_FIELDS.items()}
         self.records = {name: {} for name in self.schemas}
+        self._indexes: dict[tuple[str, str], dict[str, set[str]]] = {}
         self.custom_fields = {}
         self.deleted_ids = set()
         self._counter = self.seed * 1_000_000
@@ -239,6 +240,9 @@ class SalesforceStore:
         obj = self.object_of(record_id)
         if obj is None or obj not in self.records:
             return None
+        exact = self.records[obj].get(record_id)
+        if exact is not None:
+            return obj, exact
         for rid, rec in self.records[obj].items():
             if rid == record_id or rid[:15] == record_id[:15]:
                 return obj, rec
@@ -246,11 +250,40 @@ class SalesforceStore:
 
     def matching(self, obj: str, field_name: str, value: Any) -> list[dict[str, Any]]:
         key = str(value).casefold()  # external ids are case-insensitive unless marked otherwise
+        spec = self.schemas.get(obj, {}).get(field_name)
+        if spec is not None and (spec.external_id or spec.unique):
+            index = self._index_of(obj, field_name)
+            return [
+                self.records[obj][rid] for rid in index.get(key, ()) if rid in self.records[obj]
+            ]
         return [
             r
             for r in self.records[obj].values()
             if r.get(field_name) is not None and str(r[field_name]).casefold() == key
         ]
+
+    # An index per (object, external-id or unique field), built on first use and kept current
+    # wherever a record is stored or removed: lookups stay O(1) at backfill scale.
+    def _index_of(self, obj: str, field_name: str) -> dict[str, set[str]]:
+        index = self._indexes.get((obj, field_name))
+        if index is None:
+            index = {}
+            for rid, rec in self.records[obj].items():
+                if rec.get(field_name) is not None:
+                    index.setdefault(str(rec[field_name]).casefold(), set()).add(rid)
+            self._indexes[(obj, field_name)] = index
+        return index
+
+    def _reindex(
+        self, obj: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+    ) -> None:
+        for (indexed_obj, field_name), index in self._indexes.items():
+            if indexed_obj != obj:
+                continue
+            if old is not None and old.get(field_name) is not None:
+                index.get(str(old[field_name]).casefold(), set()).discard(old["Id"])
+            if new is not None and new.get(field_name) is not None:
+                index.setdefault(str(new[field_name]).casefold(), set()).add(new["Id"])
 
     def require_object(self, obj: str) -> dict[str, FieldSpec]:
         if obj not in self.schemas:
@@ -408,6 +441,7 @@ class SalesforceStore:
         if existing is None:
             merged |= {"Id": self.new_id(KEY_PREFIXES[obj]), "CreatedDate": stamp}
         merged |= {"LastModifiedDate": stamp, "SystemModstamp": stamp}
+        self._reindex(obj, existing, merged)
         self.records[obj][merged["Id"]] = merged
         return merged
 
@@ -415,6 +449,7 @@ class SalesforceStore:
         """Create one record skipping uniqueness rules (tests seed conflicting data with it)."""
         self.require_object(obj)
         rec = {**DEFAULTS.get(obj, {}), **values, "Id": self.new_id(KEY_PREFIXES[obj])}
+        self._reindex(obj, None, rec)
         self.records[obj][rec["Id"]] = rec
         return rec
 
@@ -424,6 +459,7 @@ class SalesforceStore:
     ) -> list[dict[str, Any]]:
         if all_or_none and not all(r["success"] for r in results):
             self.records = snapshot
+            self._indexes = {}
             return [
                 r if not r["success"] else {"success": False, "errors": [dict(ROLLED_BACK)]}
                 for r in results
@@ -452,7 +488,8 @@ class SalesforceStore:
             if rec.get(ext_field) is not None:
                 k = str(rec[ext_field]).casefold()
                 seen[k] = seen.get(k, 0) + 1
-        snapshot, results = copy.deepcopy(self.records), []
+        snapshot = copy.deepcopy(self.records) if all_or_none else None
+        results: list[dict[str, Any]] = []
         for rec in records:
             try:
                 results.append(self._upsert_one(obj, ext_field, rec, seen))
@@ -489,7 +526,8 @@ class SalesforceStore:
         """PATCH composite/sobjects: update by Id, in-order SaveResults (types may mix)."""
         for rec in records:
             self.require_object(str((rec.get("attributes") or {}).get("type")))
-        snapshot, results = copy.deepcopy(self.records), []
+        snapshot = copy.deepcopy(self.records) if all_or_none else None
+        results: list[dict[str, Any]] = []
         for rec in records:
             obj = rec["attributes"]["type"]
             try:
@@ -522,10 +560,12 @@ class SalesforceStore:
 
     def delete(self, ids: list[str], all_or_none: bool) -> list[dict[str, Any]]:
         """DELETE composite/sobjects?ids=: in-order DeleteResults."""
-        snapshot, results = copy.deepcopy(self.records), []
+        snapshot = copy.deepcopy(self.records) if all_or_none else None
+        results: list[dict[str, Any]] = []
         for rid in ids:
             try:
                 rec = self._existing(rid)
+                self._reindex(self.object_of(rid) or "", rec, None)
                 del self.records[self.object_of(rid) or ""][rec["Id"]]
                 self.deleted_ids.add(rec["Id"])
                 results.append({"id": rec["Id"], "success": True, "errors": []})
@@ -618,6 +658,7 @@ class SalesforceStore:
             }
         except RecordError as err:
             self.records = snapshot
+            self._indexes = {}
             return {
                 "leadId": lead_id,
                 "accountId": None,

@@ -141,14 +141,22 @@ def plan_command(
         console.print_json(orjson.dumps(sample).decode())
 
 
-def _drain(rt: Runtime, m: Mapping, total: int, lease: float) -> SyncReport:
+def _drain(rt: Runtime, m: Mapping, total: int, lease: float, per_round: int = 5000) -> SyncReport:
     import structlog
 
     from telecrm.observability.logs import configure_logging
 
     configure_logging("WARNING")
     log = structlog.get_logger("telecrm.sync")
-    worker = sync_worker(m, rt.engine, rt.cipher, rt.clock, time.sleep, lease_seconds=lease)
+    worker = sync_worker(
+        m,
+        rt.engine,
+        rt.cipher,
+        rt.clock,
+        time.sleep,
+        lease_seconds=lease,
+        patients_per_round=per_round,
+    )
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -188,6 +196,12 @@ def _print_report(m: Mapping, r: SyncReport) -> None:
 def backfill_command(
     destination: str = DESTINATION,
     lease: float = typer.Option(300.0, min=1, help="Seconds a claimed patient stays ours"),
+    per_round: int = typer.Option(
+        10_000,
+        min=1,
+        max=100_000,
+        help="Patients per round: bigger rounds leave fewer half-full batches",
+    ),
 ) -> None:
     """Send every patient to a destination (the same path as live sync; unchanged records cost nothing)."""
     rt = runtime()
@@ -206,7 +220,7 @@ def backfill_command(
             "will not be synced to it until it is",
             highlight=False,
         )
-    _print_report(m, _drain(rt, m, len(keys), lease))
+    _print_report(m, _drain(rt, m, len(keys), lease, per_round))
 
 
 @sync_app.command("run")

@@ -132,8 +132,17 @@ def sync_worker(
     client: httpx.Client | None = None,
     env: EnvMapping[str, str] | None = None,
     lease_seconds: float = 300.0,
+    patients_per_round: int = 5000,
 ) -> SyncWorker:
     connector, gate = open_connector(mapping, engine, clock, sleep, client=client, env=env)
     return SyncWorker(
-        engine, mapping, connector, cipher, clock, sleep, gate=gate, lease_seconds=lease_seconds
+        engine,
+        mapping,
+        connector,
+        cipher,
+        clock,
+        sleep,
+        gate=gate,
+        lease_seconds=lease_seconds,
+        patients_per_round=patients_per_round,
     )

@@ -103,7 +103,7 @@ class SyncWorker:
         gate: CallGate | None = None,
         owner: str | None = None,
         lease_seconds: float = 300.0,
-        patients_per_round: int = 2000,
+        patients_per_round: int = 5000,
     ) -> None:
         self._engine = engine
         self.mapping = mapping
@@ -358,6 +358,10 @@ class SyncWorker:
         for d in records:
             from_id = rnd.outcomes.crm_id((d.object, d.key))
             if from_id is None:
+                continue
+            before = rnd.known.get((d.object, d.key))
+            if before is not None and before.accepted_hash is not None and before.crm_id == from_id:
+                rnd.outcomes.linked(d)  # linked when first accepted; its contact is the same one
                 continue
             for to_name, to_key in d.associations:
                 to_id = self._crm_id(rnd, (to_name, to_key))
