@@ -193,7 +193,10 @@ class EmbeddedWorker(threading.Thread):
         log = structlog.get_logger("telecrm.worker")
         worker, sweep = self._runtime.worker(), self._runtime.sweep()
         try:  # one thread per destination: a slow or failing CRM never stalls ingest or the others
-            syncs = [SyncThread(w, self._stop_requested) for w in self._runtime.sync_workers()]
+            syncs = [
+                SyncThread(w, self._stop_requested, self._runtime.metrics)
+                for w in self._runtime.sync_workers()
+            ]
         except Exception as exc:  # a destination without credentials must not stop ingest
             log.error("sync.not_started", problem=str(exc))
             syncs = []
@@ -215,15 +218,18 @@ class EmbeddedWorker(threading.Thread):
                 log.exception("worker.batch_failed")
             woke = self._runtime.work_available.wait(timeout=1.0)
             since_sweep += 0.0 if woke else 1.0
+        for thread in syncs:  # each finishes the round it is in: its commit is not cut short
+            thread.join(timeout=60)
 
 
 class SyncThread(threading.Thread):
     """The outbox worker of one destination inside `telecrm serve`: drains, then polls every second."""
 
-    def __init__(self, worker: SyncWorker, stop: threading.Event) -> None:
+    def __init__(self, worker: SyncWorker, stop: threading.Event, metrics: Metrics) -> None:
         super().__init__(name=f"telecrm-sync-{worker.destination}", daemon=True)
         self._worker = worker
         self._stop_requested = stop
+        self._metrics = metrics
 
     def run(self) -> None:
         import structlog
@@ -231,7 +237,14 @@ class SyncThread(threading.Thread):
         log = structlog.get_logger("telecrm.sync")
         while not self._stop_requested.is_set():
             try:
-                self._worker.drain()
+                report = self._worker.drain()
+                dest = self._worker.destination
+                for outcome in ("written", "unchanged", "rejected", "deferred", "archived"):
+                    count = getattr(report, outcome)
+                    if count:
+                        self._metrics.sync_records.labels(dest, outcome).inc(count)
+                if report.calls:
+                    self._metrics.sync_calls.labels(dest).inc(report.calls)
             except Exception as exc:
                 log.error(
                     "sync.round_failed", destination=self._worker.destination, problem=str(exc)

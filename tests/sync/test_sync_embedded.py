@@ -49,3 +49,7 @@ def test_the_embedded_worker_syncs_new_patients_to_each_destination(
             worker.join(timeout=10)
     (contact,) = sandbox.records("contacts")
     assert contact["properties"]["telecrm_patient_id"] == "P-1"
+    from prometheus_client import generate_latest
+
+    exposed = generate_latest(runtime.metrics.registry).decode()
+    assert 'telecrm_sync_api_calls_total{destination="hubspot"}' in exposed

@@ -56,6 +56,18 @@ class Metrics:
             ["to_stage"],
             registry=self.registry,
         )
+        self.sync_records = Counter(
+            "telecrm_sync_records",
+            "CRM records by what the sync worker did with them",
+            ["destination", "outcome"],  # written | unchanged | rejected | deferred | archived
+            registry=self.registry,
+        )
+        self.sync_calls = Counter(
+            "telecrm_sync_api_calls",
+            "HTTP requests made to a CRM's API by the sync worker",
+            ["destination"],
+            registry=self.registry,
+        )
         self.intake_seconds = Histogram(
             "telecrm_intake_request_seconds",
             "Time to verify, validate and durably store one intake request",

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles
 from telecrm.security.envelope import FieldCipher
+from telecrm.store.engine import read_only
 from telecrm.sync.mapping import Mapping
 from telecrm.sync.planner import desired_records
 
@@ -84,7 +85,7 @@ def check_agreement(
             if key not in (None, ""):
                 index.setdefault(str(key), []).append(row)
         held[o.name] = index
-    with engine.connect() as conn:
+    with read_only(engine).connect() as conn:
         for stored in conn.execute(select(profiles).where(profiles.c.patient_id.is_not(None))):
             for d in desired_records(decode(stored, cipher).profile, mapping):
                 result.expected += 1

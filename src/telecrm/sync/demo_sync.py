@@ -27,6 +27,7 @@ from telecrm.profiles.tables import profiles
 from telecrm.sandbox.faults import Faults
 from telecrm.sandbox.hubspot import HubSpotSandboxConfig, create_hubspot_sandbox
 from telecrm.sandbox.salesforce import SalesforceSandboxConfig, create_salesforce_sandbox
+from telecrm.store.engine import read_only
 from telecrm.sync.agreement import check_agreement
 from telecrm.sync.destinations import open_connector, url_override_name
 from telecrm.sync.mapping import Mapping, MappingError, load_mapping
@@ -159,7 +160,7 @@ def _phi_mapping_text() -> str:
 def _due_later(worker: SyncWorker, rt: Runtime) -> bool:
     from telecrm.sync.tables import sync_dirty
 
-    with rt.engine.connect() as conn:
+    with read_only(rt.engine).connect() as conn:
         return (
             conn.execute(
                 select(sync_dirty.c.patient_key)
@@ -177,7 +178,7 @@ def _lower_bound(rt: Runtime, m: Mapping) -> int:
     from telecrm.sync.tables import sync_records
 
     size = BATCH_MAX[m.connector]
-    with rt.engine.connect() as conn:
+    with read_only(rt.engine).connect() as conn:
         held: dict[str, int] = dict(
             conn.execute(
                 select(sync_records.c.object, func.count())

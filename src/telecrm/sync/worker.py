@@ -39,6 +39,7 @@ from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles
 from telecrm.retry_policy import backoff_seconds, with_jitter
 from telecrm.security.envelope import FieldCipher
+from telecrm.store.engine import read_only
 from telecrm.sync.mapping import Mapping
 from telecrm.sync.planner import DesiredRecord, desired_records, object_order
 from telecrm.sync.recording import Outcomes, commit_outcomes
@@ -211,7 +212,7 @@ class SyncWorker:
     # -- plan ---------------------------------------------------------------------------------
     def _plan(self, rnd: _Round, cipher: FieldCipher, report: SyncReport) -> None:
         keys = list(rnd.claims)
-        with self._engine.connect() as conn:
+        with read_only(self._engine).connect() as conn:  # no write lock while decoding
             rows = conn.execute(select(profiles).where(profiles.c.patient_key.in_(keys))).all()
             rnd.known = load_known(conn, self.destination, keys)
         erased: set[str] = set()
