@@ -225,3 +225,25 @@ def test_a_deal_already_linked_to_its_contact_is_not_linked_again_when_it_change
     assert not any("associat" in k for k in worker.connector.stats.by_endpoint)
     (deal,) = hub.sandbox.records("deals")
     assert deal["properties"]["dealstage"] == "closedwon"
+
+
+def test_an_expired_oauth_token_is_refreshed_between_and_during_runs(
+    runtime: Runtime, later: FrozenClock
+) -> None:
+    h = hubspot_harness(runtime, later)
+    h.env = {
+        "TELECRM_HUBSPOT_URL": "http://hubspot",
+        "TELECRM_HUBSPOT_CLIENT_ID": "sandbox-client-id",
+        "TELECRM_HUBSPOT_CLIENT_SECRET": "sandbox-client-secret",
+        "TELECRM_HUBSPOT_REFRESH_TOKEN": "sandbox-refresh-token",
+    }
+    h.provision()
+    worker = h.worker()
+    h.feed([registration("P-1", later.now() - timedelta(days=1))])
+    assert worker.drain().written == 1
+    later.advance(timedelta(hours=2))  # HubSpot access tokens live 30 minutes
+    h.feed([registration("P-2", later.now() - timedelta(minutes=5))])
+    assert worker.drain().written == 1
+    assert worker.connector.stats.token_calls == 2
+    assert h.sandbox.stats.unauthorized == 0  # refreshed before expiry, never refused
+    assert h.agreement().ok
