@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -121,26 +122,59 @@ class SyncWorker:
 
     # -- the loop ---------------------------------------------------------------------------
     def drain(self, on_round: Callable[[SyncReport], None] | None = None) -> SyncReport:
-        """Rounds until nothing due is left (patients deferred for later stay marked)."""
+        """Rounds until nothing due is left (patients deferred for later stay marked).
+
+        The next round is claimed and planned (database reads, decryption) on a helper thread
+        while this one talks to the CRM, so planning hides in the time the rate limit makes the
+        calls wait instead of adding to it.
+        """
         total = SyncReport()
-        while True:
-            report = self.run_once()
-            if not report.patients:
-                return total
-            total.add(report)
-            if on_round is not None:
-                on_round(report)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-plan") as planner:
+            upcoming = planner.submit(self._prepare)
+            try:
+                while True:
+                    prepared = upcoming.result()
+                    if prepared is None:
+                        return total
+                    upcoming = planner.submit(self._prepare)
+                    report = self._execute(*prepared)
+                    total.add(report)
+                    if on_round is not None:
+                        on_round(report)
+            except BaseException:
+                self._abandon(upcoming)
+                raise
 
     def run_once(self) -> SyncReport:
+        prepared = self._prepare()
+        return SyncReport() if prepared is None else self._execute(*prepared)
+
+    def _abandon(self, upcoming: Future[tuple[_Round, SyncReport] | None]) -> None:
+        """Give back a round claimed ahead when the current one failed."""
+        try:
+            prepared = upcoming.result(timeout=600)
+        except Exception:
+            return
+        if prepared is not None:
+            self._release(list(prepared[0].claims))
+
+    def _prepare(self) -> tuple[_Round, SyncReport] | None:
         cipher = self._cipher()  # before any transaction (see intake.store_group)
-        calls_before = self.connector.stats.calls
         claims = self._claim()
-        report = SyncReport(patients=len(claims))
         if not claims:
-            return report
+            return None
         rnd = _Round({c.patient_key: c for c in claims})
+        report = SyncReport(patients=len(claims))
         try:
             self._plan(rnd, cipher, report)
+        except BaseException:
+            self._release(list(rnd.claims))
+            raise
+        return rnd, report
+
+    def _execute(self, rnd: _Round, report: SyncReport) -> SyncReport:
+        calls_before = self.connector.stats.calls
+        try:
             self._convert_leads(rnd, report)
             self._write_all(rnd, report)
             self._archive_erased(rnd, report)

@@ -1,0 +1,235 @@
+"""CRM backfill benchmark: every patient of a simulated platform to HubSpot and/or Salesforce
+sandboxes over loopback HTTP, in real time, under the CRMs' documented limits. Prints JSON.
+
+1. Simulates the platform, bulk-imports and projects it into a fresh SQLite database (setup).
+2. Per destination: serves a sandbox under uvicorn (background thread, free 127.0.0.1 port) with
+   the documented limits, their windows divided by --time-scale (HubSpot 100 requests per 10 s →
+   per 10/scale s; Salesforce 100,000 per rolling 86,400 s → per 86,400/scale s), gives telecrm
+   the built-in mapping with `limits.per_seconds` divided the same way, provisions the custom
+   properties, marks every patient dirty and runs `SyncWorker.drain()` on the real clock.
+3. Reports calls against the lower bound (full batches), wall time against the time the limit
+   allows (calls * per_seconds / requests), limit refusals the sandbox sent, the agreement check,
+   and a second drain after marking everyone dirty again (should cost no call).
+4. The naive baseline in the same run, on the first --naive-patients patients only, against a
+   fresh sandbox with the same limits: one official-SDK call per record (hubspot-api-client,
+   simple-salesforce), retrying after a pause on a limit refusal. Its ratios are per record.
+
+    .venv/bin/python bench/sync_backfill.py --patients 100000 --time-scale 2 --destination both
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import structlog
+
+from bench.sync_support import (
+    Served,
+    api_requests,
+    crm_records,
+    desired_for,
+    held_counts,
+    limit_refusals,
+    load_platform,
+    lower_bound,
+    mark_all,
+    naive_hubspot,
+    naive_salesforce,
+    new_runtime,
+    new_sandbox,
+    open_worker,
+    patient_keys,
+    provision,
+    scaled_mapping,
+)
+from telecrm.bootstrap import Runtime
+from telecrm.sync.agreement import check_agreement
+from telecrm.sync.mapping import Mapping
+
+
+def backfill(rt: Runtime, kind: str, keys: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    mapping = scaled_mapping(kind, args.time_scale)
+    sandbox = new_sandbox(kind, args.time_scale)
+    served = Served(sandbox.app)
+    try:
+        provision(rt, mapping, served.url)
+        setup_calls, setup_refusals = api_requests(sandbox), limit_refusals(sandbox)
+        mark_all(rt, mapping.destination, keys)
+        worker, connector, gate = open_worker(rt, mapping, served.url, per_round=args.per_round)
+        rounds: list[float] = []
+        started = time.perf_counter()
+        report = worker.drain(on_round=lambda r: rounds.append(time.perf_counter() - started))
+        wall = time.perf_counter() - started
+        calls = connector.stats.calls
+        by_endpoint = dict(connector.stats.by_endpoint)
+        held = held_counts(sandbox, mapping)
+        bound = lower_bound(mapping, held, report.converted)
+        allowed = calls * mapping.limits.per_seconds / mapping.limits.requests
+        pace = mapping.limits.per_seconds / (mapping.limits.requests - mapping.limits.burst)
+        started = time.perf_counter()
+        agreement = check_agreement(rt.engine, rt.cipher(), mapping, crm_records(sandbox))
+        agree_s = time.perf_counter() - started
+        mark_all(rt, mapping.destination, keys)
+        started = time.perf_counter()
+        again = worker.drain()
+        again_s = time.perf_counter() - started
+        out = {
+            "limits_scaled": mapping.limits.model_dump(),
+            "patients_marked": len(keys),
+            "patients_per_round": args.per_round,
+            "rounds": len(rounds),
+            "records_planned": report.records,
+            "records_written": report.written,
+            "records_rejected": report.rejected,
+            "records_deferred": report.deferred,
+            "leads_converted": report.converted,
+            "crm_holds_by_object": held,
+            "api_calls": calls,
+            "api_calls_by_endpoint": by_endpoint,
+            "token_calls": connector.stats.token_calls,
+            "lower_bound_calls": bound,
+            "calls_over_lower_bound": round(calls / bound, 3) if bound else None,
+            "wall_s": round(wall, 1),
+            "rate_limit_allows_s": round(allowed, 1),
+            "wall_over_allowed": round(wall / allowed, 3) if allowed else None,
+            "gcra_min_s": round(max(0, calls - mapping.limits.burst) * pace, 1),
+            "gate_waited_s": round(gate.waited_seconds, 1),
+            "records_per_s": round(report.written / wall, 1),
+            "s_per_record": wall / report.written if report.written else None,
+            "calls_per_record": round(calls / report.written, 4) if report.written else None,
+            "limit_refusals_seen_by_sandbox": limit_refusals(sandbox) - setup_refusals,
+            "sandbox_api_requests": api_requests(sandbox) - setup_calls,
+            "agreement": {
+                "ok": agreement.ok,
+                "summary": agreement.summary(),
+                "expected": agreement.expected,
+                "crm_records": agreement.crm_records,
+                "check_s": round(agree_s, 1),
+            },
+            "rerun_all_dirty": {
+                "patients": again.patients,
+                "api_calls": again.calls,
+                "unchanged": again.unchanged,
+                "seconds": round(again_s, 1),
+            },
+        }
+    finally:
+        served.stop()
+    if args.naive_patients:
+        out["naive_baseline"] = naive(rt, kind, mapping, keys[: args.naive_patients], out, args)
+    return out
+
+
+def naive(
+    rt: Runtime,
+    kind: str,
+    mapping: Mapping,
+    keys: list[str],
+    ours: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    records = desired_for(rt, mapping, keys)
+    sandbox = new_sandbox(kind, args.time_scale)
+    served = Served(sandbox.app)
+    try:
+        provision(rt, mapping, served.url)
+        before, refused = api_requests(sandbox), limit_refusals(sandbox)
+        pause = mapping.limits.per_seconds / 10  # a tenth of the (scaled) window
+        started = time.perf_counter()
+        (naive_hubspot if kind == "hubspot" else naive_salesforce)(
+            served.url, mapping, records, pause
+        )
+        wall = time.perf_counter() - started
+        calls = api_requests(sandbox) - before
+        refusals = limit_refusals(sandbox) - refused
+        held = held_counts(sandbox, mapping)
+    finally:
+        served.stop()
+    accepted = calls - refusals if kind == "hubspot" else calls  # SF counts refusals apart
+    ours_cpr = ours["calls_per_record"]
+    ours_spr = ours["s_per_record"]
+    return {
+        "scope": f"SUBSET: the first {len(keys)} patients (sorted ids); ratios are per record",
+        "client": "hubspot-api-client 12 (one-input batch upsert + one association call per link)"
+        if kind == "hubspot"
+        else "simple-salesforce 1.12 (sf.restful to sObject Collections, one record per call)",
+        "records": len(records),
+        "crm_holds_by_object": held,
+        "http_requests": calls + (refusals if kind == "salesforce" else 0),
+        "accepted_calls": accepted,
+        "limit_refusals": refusals,
+        "wall_s": round(wall, 1),
+        "calls_per_record": round(accepted / len(records), 3) if records else None,
+        "requests_per_record_incl_refusals": round(
+            (calls + (refusals if kind == "salesforce" else 0)) / len(records), 3
+        )
+        if records
+        else None,
+        "s_per_record": wall / len(records) if records else None,
+        "naive_over_telecrm_calls_per_record": round(accepted / len(records) / ours_cpr, 1)
+        if records and ours_cpr
+        else None,
+        "naive_over_telecrm_time_per_record": round(wall / len(records) / ours_spr, 1)
+        if records and ours_spr
+        else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--time-scale", type=float, default=2.0)
+    parser.add_argument("--destination", choices=("hubspot", "salesforce", "both"), default="both")
+    parser.add_argument("--naive-patients", type=int, default=2000)
+    parser.add_argument(
+        "--per-round",
+        type=int,
+        default=10_000,
+        help="SyncWorker patients per round (telecrm sync backfill: 10,000)",
+    )
+    args = parser.parse_args()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(30)
+    )  # keep warnings (rate limits), drop info
+    kinds = ["hubspot", "salesforce"] if args.destination == "both" else [args.destination]
+    out: dict[str, Any] = {
+        "benchmark": "sync_backfill",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "database": "sqlite (WAL, synchronous=NORMAL)",
+        "scale": {
+            "patients_simulated": args.patients,
+            "months": args.months,
+            "seed": args.seed,
+            "time_scale": args.time_scale,
+            "note": "rate windows divided by time_scale on both sides; daily caps unchanged",
+        },
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        rt = new_runtime(Path(tmp))
+        out["setup"] = load_platform(rt, Path(tmp), args.patients, args.months, args.seed)
+        keys = patient_keys(rt)
+        out["setup"]["patients_with_id"] = len(keys)
+        for kind in kinds:
+            out[kind] = backfill(rt, kind, keys, args)
+            print(f"{kind} done", file=sys.stderr, flush=True)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Helpers shared by the CRM sync benchmarks: a simulated platform on SQLite, sandboxes served by
+uvicorn on loopback with real time and scaled limits, and sync workers wired to them."""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+from sqlalchemy import select
+
+from telecrm.bootstrap import Runtime, bootstrap
+from telecrm.connectors.base import Connector
+from telecrm.domain.clock import SystemClock, to_micros
+from telecrm.ingest.bulk_import import import_file
+from telecrm.profiles.tables import profiles
+from telecrm.sandbox.hubspot import HubSpotSandbox, HubSpotSandboxConfig, create_hubspot_sandbox
+from telecrm.sandbox.salesforce import (
+    SalesforceSandbox,
+    SalesforceSandboxConfig,
+    create_salesforce_sandbox,
+)
+from telecrm.security.keyring import generate_master_key
+from telecrm.settings import Settings
+from telecrm.simulate.config import SimulationConfig
+from telecrm.simulate.generator import generate
+from telecrm.sync.destinations import open_connector, url_override_name
+from telecrm.sync.mapping import Mapping, load_mapping
+from telecrm.sync.planner import mark_dirty
+from telecrm.sync.rate_gate import DbCallGate
+from telecrm.sync.worker import SyncWorker
+
+HUBSPOT_TOKEN = "pat-na1-sandbox"  # noqa: S105 - the sandbox's default private-app token
+SF_CLIENT = ("sandbox-client-id", "sandbox-client-secret")  # the sandbox's default client
+
+
+def new_runtime(work: Path) -> Runtime:
+    """A runtime on a fresh SQLite file, real clock (the sync worker waits for real)."""
+    settings = Settings(
+        home=work,
+        database_url=f"sqlite:///{work / 'bench.db'}",
+        master_key=generate_master_key(),
+        embedded_worker=False,
+    )
+    return bootstrap(settings, clock=SystemClock())
+
+
+def load_platform(rt: Runtime, work: Path, patients: int, months: int, seed: int) -> dict[str, Any]:
+    """Simulate, bulk-import and project a platform; the timings of each step."""
+    path = work / "events.jsonl"
+    started = time.perf_counter()
+    with path.open("wb") as fh:
+        for e in generate(SimulationConfig(patients=patients, months=months, seed=seed)):
+            fh.write(orjson.dumps(e) + b"\n")
+    generated = time.perf_counter() - started
+    started = time.perf_counter()
+    report = import_file(path, rt.intake(), rt.clock, engine_connect=rt.engine.connect)
+    imported = time.perf_counter() - started
+    started = time.perf_counter()
+    folded = rt.worker().drain(limit=1000)
+    projected = time.perf_counter() - started
+    path.unlink()
+    return {
+        "events": report.accepted,
+        "rejected": report.rejected,
+        "profiles": folded.patients,
+        "generate_s": round(generated, 1),
+        "import_s": round(imported, 1),
+        "project_s": round(projected, 1),
+    }
+
+
+def patient_keys(rt: Runtime) -> list[str]:
+    with rt.engine.connect() as conn:
+        rows = conn.execute(
+            select(profiles.c.patient_key).where(profiles.c.patient_id.is_not(None))
+        )
+        return sorted(r[0] for r in rows)
+
+
+def mark_all(rt: Runtime, destination: str, keys: list[str]) -> int:
+    with rt.engine.begin() as conn:
+        return mark_dirty(conn, [destination], keys, to_micros(rt.clock.now()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    """An ASGI app under uvicorn in a background thread on a free loopback port."""
+
+    def __init__(self, app: Any) -> None:
+        port = free_port()
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="error", lifespan="off", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{port}"
+        for _ in range(500):
+            if self.server.started:
+                return
+            time.sleep(0.01)
+        raise RuntimeError("sandbox did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def scaled_mapping(name: str, scale: float) -> Mapping:
+    """The built-in mapping with its rate window divided by `scale` (daily caps unchanged)."""
+    m = load_mapping(name)
+    limits = m.limits.model_copy(update={"per_seconds": m.limits.per_seconds / scale})
+    return m.model_copy(update={"limits": limits})
+
+
+def new_sandbox(kind: str, scale: float) -> HubSpotSandbox | SalesforceSandbox:
+    """A sandbox with the documented limits, its window divided by `scale`, real time."""
+    if kind == "hubspot":
+        return create_hubspot_sandbox(
+            HubSpotSandboxConfig(burst_limit=100, window_seconds=10.0 / scale, daily_limit=250_000)
+        )
+    return create_salesforce_sandbox(
+        SalesforceSandboxConfig(daily_api_allocation=100_000, window_seconds=86_400 / scale)
+    )
+
+
+def env_for(mapping: Mapping, url: str) -> dict[str, str]:
+    if mapping.connector == "hubspot":
+        return {"TELECRM_HUBSPOT_TOKEN": HUBSPOT_TOKEN, url_override_name(mapping): url}
+    return {
+        "TELECRM_SALESFORCE_CLIENT_ID": SF_CLIENT[0],
+        "TELECRM_SALESFORCE_CLIENT_SECRET": SF_CLIENT[1],
+        url_override_name(mapping): url,
+    }
+
+
+def open_worker(
+    rt: Runtime, mapping: Mapping, url: str, *, per_round: int = 500
+) -> tuple[SyncWorker, Connector, DbCallGate]:
+    """What `sync_worker()` builds, over a real httpx.Client, with the round size exposed."""
+    client = httpx.Client(timeout=30)
+    connector, gate = open_connector(
+        mapping, rt.engine, rt.clock, time.sleep, client=client, env=env_for(mapping, url)
+    )
+    worker = SyncWorker(
+        rt.engine,
+        mapping,
+        connector,
+        rt.cipher,
+        rt.clock,
+        time.sleep,
+        gate=gate,
+        patients_per_round=per_round,
+    )
+    return worker, connector, gate
+
+
+def provision(rt: Runtime, mapping: Mapping, url: str) -> None:
+    """Create the mapping's custom properties (ungated: setup, not part of any measurement)."""
+    with httpx.Client(timeout=30) as client:
+        connector, _ = open_connector(
+            mapping, rt.engine, rt.clock, time.sleep, client=client,
+            env=env_for(mapping, url), gated=False,
+        )  # fmt: skip
+        steps = connector.provision([c.to_custom_property() for c in mapping.custom_properties])  # type: ignore[attr-defined]
+    bad = [s for s in steps if s.action not in ("created", "exists")]
+    if bad:
+        raise RuntimeError(f"provisioning failed: {bad}")
+
+
+def crm_records(sandbox: HubSpotSandbox | SalesforceSandbox) -> Any:
+    """obj -> the records the sandbox holds (what GET /_sandbox/records/{obj} answers)."""
+    if isinstance(sandbox, HubSpotSandbox):
+        return sandbox.records
+    return lambda obj: list(sandbox.store.records.get(obj, {}).values())
+
+
+def held_counts(sandbox: HubSpotSandbox | SalesforceSandbox, mapping: Mapping) -> dict[str, int]:
+    records = crm_records(sandbox)
+    out = {}
+    for o in mapping.objects:
+        rows = records(o.crm_object)
+        if mapping.connector == "salesforce":
+            rows = [r for r in rows if not r.get("IsConverted")]
+        out[o.crm_object] = len(rows)
+    return out
+
+
+def limit_refusals(sandbox: HubSpotSandbox | SalesforceSandbox) -> int:
+    if isinstance(sandbox, HubSpotSandbox):
+        return sandbox.stats.rate_limited
+    return sandbox.stats.limit_refusals
+
+
+def api_requests(sandbox: HubSpotSandbox | SalesforceSandbox) -> int:
+    return sandbox.stats.api_requests
+
+
+def lower_bound(mapping: Mapping, held: dict[str, int], conversions: int = 0) -> int:
+    """Fewest calls that can write `held`: full batches, plus HubSpot's association batches
+    (one per 100 links) and Salesforce's lead conversions (100 per SOAP call, then stamps)."""
+    size = 100 if mapping.connector == "hubspot" else 200
+    calls = sum(math.ceil(n / size) for n in held.values())
+    if mapping.connector == "hubspot":
+        calls += sum(math.ceil(held[o.crm_object] / 100) for o in mapping.objects if o.associations)
+    elif conversions:
+        calls += math.ceil(conversions / 100) + math.ceil(2 * conversions / 200)
+    return calls
+
+
+# -- the naive baseline: one official-SDK call per record -----------------------------------------
+def desired_for(rt: Runtime, mapping: Mapping, keys: list[str]) -> list[Any]:
+    """The records telecrm's planner wants for these patients (what the naive client writes)."""
+    from telecrm.profiles.codec import decode
+    from telecrm.sync.planner import desired_records
+
+    cipher = rt.cipher()
+    out: list[Any] = []
+    with rt.engine.connect() as conn:
+        for start in range(0, len(keys), 500):
+            part = keys[start : start + 500]
+            for row in conn.execute(select(profiles).where(profiles.c.patient_key.in_(part))):
+                out.extend(desired_records(decode(row, cipher).profile, mapping))
+    return out
+
+
+def _retry_429(call: Any, pause: float) -> Any:
+    """The simple retry a script would write: on 429 (or 403 limit), wait a bit and try again."""
+    while True:
+        try:
+            return call()
+        except Exception as exc:  # the SDKs raise their own ApiException / SalesforceError
+            status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+            if status not in (429, 403):
+                raise
+            time.sleep(pause)
+
+
+def naive_hubspot(url: str, mapping: Mapping, records: list[Any], pause: float) -> None:
+    """hubspot-api-client: a one-input batch upsert per record and one association call per deal
+    or ticket (the sandbox, like telecrm, speaks only the batch endpoints)."""
+    from hubspot import HubSpot
+    from hubspot.crm.associations.v4 import (
+        BatchInputPublicDefaultAssociationMultiPost,
+        PublicDefaultAssociationMultiPost,
+    )
+    from hubspot.crm.associations.v4.models import PublicObjectId
+    from hubspot.crm.contacts import (
+        BatchInputSimplePublicObjectBatchInputUpsert,
+        SimplePublicObjectBatchInputUpsert,
+    )
+
+    from telecrm.connectors.hubspot import _wire_properties
+
+    client = HubSpot(access_token=HUBSPOT_TOKEN, host=url)
+    apis = {
+        "contacts": client.crm.contacts,
+        "deals": client.crm.deals,
+        "tickets": client.crm.tickets,
+    }
+    assoc = client.crm.associations.v4.batch_api
+    ids: dict[tuple[str, str], str] = {}
+    for d in records:
+        o = mapping.object(d.object)
+        body = BatchInputSimplePublicObjectBatchInputUpsert(
+            inputs=[SimplePublicObjectBatchInputUpsert(
+                id_property=o.id_property, id=d.key, properties=_wire_properties(d.properties)
+            )]
+        )  # fmt: skip
+        answer = _retry_429(partial(apis[o.crm_object].batch_api.upsert, body), pause)
+        ids[(d.object, d.key)] = answer.results[0].id
+        for to, to_key in d.associations:
+            link = BatchInputPublicDefaultAssociationMultiPost(
+                inputs=[PublicDefaultAssociationMultiPost(
+                    _from=PublicObjectId(id=ids[(d.object, d.key)]), to=PublicObjectId(id=ids[(to, to_key)])
+                )]
+            )  # fmt: skip
+            target = mapping.object(to).crm_object
+            _retry_429(partial(assoc.create_default, o.crm_object, target, link), pause)
+
+
+def naive_salesforce(url: str, mapping: Mapping, records: list[Any], pause: float) -> None:
+    """simple-salesforce: one upsert per record. The sandbox has no single-record route
+    (PATCH /sobjects/{obj}/{field}/{value}, what `sf.Contact.upsert` calls), so each record goes
+    through `sf.restful` to sObject Collections with a one-record list: one call per record."""
+    from simple_salesforce import Salesforce
+
+    token = httpx.post(
+        f"{url}/services/oauth2/token",
+        data={"grant_type": "client_credentials", "client_id": SF_CLIENT[0],
+              "client_secret": SF_CLIENT[1]},
+    ).json()  # fmt: skip
+    sf = Salesforce(instance_url=token["instance_url"], session_id=token["access_token"])
+    sf.base_url = sf.base_url.replace("https://", "http://")  # it assumes TLS; the sandbox is plain
+    for d in records:
+        o = mapping.object(d.object)
+        body = {
+            "allOrNone": False,
+            "records": [{"attributes": {"type": o.crm_object}, **_sf_values(d.properties),
+                         o.id_property: d.key}],
+        }  # fmt: skip
+        path = f"composite/sobjects/{o.crm_object}/{o.id_property}"
+        result = _retry_429(partial(sf.restful, path, method="PATCH", json=body), pause)
+        if not result or not result[0].get("success"):
+            raise RuntimeError(f"naive upsert refused: {result}")
+
+
+def _sf_values(properties: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe values, as the connector sends them (dates and datetimes as ISO strings)."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in properties.items()}
+
+
+# -- bench-side indexes for the sandboxes ---------------------------------------------------------
