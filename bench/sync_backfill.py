@@ -2,7 +2,7 @@
 sandboxes over loopback HTTP, in real time, under the CRMs' documented limits. Prints JSON.
 
 1. Simulates the platform, bulk-imports and projects it into a fresh SQLite database (setup).
-2. Per destination: serves a sandbox under uvicorn (background thread, free 127.0.0.1 port) with
+2. Per destination: serves a sandbox in its own process (`telecrm sandbox ...`, free 127.0.0.1 port) with
    the documented limits, their windows divided by --time-scale (HubSpot 100 requests per 10 s →
    per 10/scale s; Salesforce 100,000 per rolling 86,400 s → per 86,400/scale s), gives telecrm
    the built-in mapping with `limits.per_seconds` divided the same way, provisions the custom
@@ -35,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import structlog
 
 from bench.sync_support import (
-    Served,
     api_requests,
     crm_records,
     desired_for,
@@ -61,7 +60,7 @@ from telecrm.sync.mapping import Mapping
 def backfill(rt: Runtime, kind: str, keys: list[str], args: argparse.Namespace) -> dict[str, Any]:
     mapping = scaled_mapping(kind, args.time_scale)
     sandbox = new_sandbox(kind, args.time_scale)
-    served = Served(sandbox.app)
+    served = sandbox
     try:
         provision(rt, mapping, served.url)
         setup_calls, setup_refusals = api_requests(sandbox), limit_refusals(sandbox)
@@ -141,7 +140,7 @@ def naive(
 ) -> dict[str, Any]:
     records = desired_for(rt, mapping, keys)
     sandbox = new_sandbox(kind, args.time_scale)
-    served = Served(sandbox.app)
+    served = sandbox
     try:
         provision(rt, mapping, served.url)
         before, refused = api_requests(sandbox), limit_refusals(sandbox)

@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import structlog
 
 from bench.sync_support import (
-    Served,
     limit_refusals,
     load_platform,
     new_runtime,
@@ -86,7 +85,7 @@ def main() -> None:
         out["setup"] = load_platform(rt, Path(tmp), args.patients, args.months, args.seed)
         keys = [k for k in patient_keys(rt)]
         sandbox = new_sandbox("hubspot", args.time_scale)
-        served = Served(sandbox.app)
+        served = sandbox
         try:
             provision(rt, mapping, served.url)
             worker, connector, _gate = open_worker(rt, mapping, served.url)
