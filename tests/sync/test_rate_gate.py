@@ -80,3 +80,14 @@ def test_salesforce_usage_header_near_the_allocation_pauses_the_account(
     with engine.connect() as conn:
         row = conn.execute(select(rate_budgets)).one()
     assert (row.crm_used, row.crm_max) == (99000, 100000)
+
+
+def test_a_full_hubspot_window_reported_by_the_crm_pauses_a_tenth_of_the_window(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    g = gate(engine, clock, Limits(requests=100, per_seconds=10.0, burst=5))
+    g.wait_turn()
+    g.observe(200, {"x-hubspot-ratelimit-remaining": "0"})
+    start = clock.now()
+    g.wait_turn()
+    assert timedelta(seconds=1) <= clock.now() - start < timedelta(seconds=2)

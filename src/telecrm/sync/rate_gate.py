@@ -108,10 +108,11 @@ class DbCallGate:
                 # Salesforce counts a rolling 24 h: an hour's pause lets the oldest calls age out.
                 self.back_off(3600.0 * self._limits.per_seconds / 86_400)
         remaining = headers.get("x-hubspot-ratelimit-remaining")
-        interval = headers.get("x-hubspot-ratelimit-interval-milliseconds")
         if remaining is not None and remaining.isdigit() and int(remaining) == 0:
-            ms = int(interval) if interval and interval.isdigit() else 10_000
-            self.back_off(ms / 1000)
+            # The window is full: our own pacing keeps it from overflowing, so the calls of some
+            # other app of the account filled it. A tenth of the window lets theirs age out
+            # without idling a whole window; a 429 still pauses for the whole window.
+            self.back_off(self._limits.per_seconds / 10)
 
     def back_off(self, seconds: float, *, daily: bool = False) -> None:
         until = to_micros(self._clock.now()) + int(seconds * 1e6)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from telecrm.domain.fields import FIELDS
 from telecrm.security.audit import AuditEntry, append_audit
@@ -141,12 +141,12 @@ def commit_outcomes(
     _disclose(conn, mapping, out, now_us)
 
     given_up_patients = {d.patient_key for d, _, _ in given_up}
+    done: list[dict[str, Any]] = []
     for patient, (version, attempts) in claims.items():
-        mine = and_mine(patient, dest, owner)
         if patient in deferred and patient not in given_up_patients:
             conn.execute(
                 update(sync_dirty)
-                .where(*mine)
+                .where(*and_mine(patient, dest, owner))
                 .values(
                     attempts=attempts + 1,
                     not_before_us=now_us + retry_in_us(attempts),
@@ -154,10 +154,30 @@ def commit_outcomes(
                     lease_owner=None,
                 )
             )
-            continue
-        cleared = conn.execute(delete(sync_dirty).where(*mine, sync_dirty.c.version == version))
-        if cleared.rowcount == 0:  # changed again while we pushed: go round once more
-            conn.execute(update(sync_dirty).where(*mine).values(lease_until_us=0, lease_owner=None))
+        else:
+            done.append({"p": patient, "v": version})
+    if done:  # one statement, many rows: a round of 10,000 patients is one round trip
+        conn.execute(
+            delete(sync_dirty).where(
+                sync_dirty.c.destination == dest,
+                sync_dirty.c.patient_key == bindparam("p"),
+                sync_dirty.c.version == bindparam("v"),
+                sync_dirty.c.lease_owner == owner,
+            ),
+            done,
+        )
+    # Whatever is left of those was marked again while we pushed: release it for the next round.
+    keys = [row["p"] for row in done]
+    for start in range(0, len(keys), 500):
+        conn.execute(
+            update(sync_dirty)
+            .where(
+                sync_dirty.c.destination == dest,
+                sync_dirty.c.patient_key.in_(keys[start : start + 500]),
+                sync_dirty.c.lease_owner == owner,
+            )
+            .values(lease_until_us=0, lease_owner=None)
+        )
 
 
 def and_mine(patient: str, dest: str, owner: str) -> tuple[Any, ...]:

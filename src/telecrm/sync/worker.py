@@ -50,6 +50,7 @@ log = structlog.get_logger("telecrm.sync")
 
 ATTEMPTS_PER_CALL = 4  # tries of one batch inside a round before the patients are deferred
 MAX_ROUNDS = 8  # rounds a patient may be deferred before its records go to dead letters
+FIRST_ROUND = 500  # patients: enough for full batches, small enough to start calling at once
 
 
 class SyncHalted(Exception):
@@ -130,7 +131,8 @@ class SyncWorker:
         """
         total = SyncReport()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-plan") as planner:
-            upcoming = planner.submit(self._prepare)
+            # A small first round: the calls start while the first big round is being planned.
+            upcoming = planner.submit(self._prepare, min(self._per_round, FIRST_ROUND))
             try:
                 while True:
                     prepared = upcoming.result()
@@ -158,9 +160,9 @@ class SyncWorker:
         if prepared is not None:
             self._release(list(prepared[0].claims))
 
-    def _prepare(self) -> tuple[_Round, SyncReport] | None:
+    def _prepare(self, limit: int | None = None) -> tuple[_Round, SyncReport] | None:
         cipher = self._cipher()  # before any transaction (see intake.store_group)
-        claims = self._claim()
+        claims = self._claim(limit or self._per_round)
         if not claims:
             return None
         rnd = _Round({c.patient_key: c for c in claims})
@@ -203,7 +205,7 @@ class SyncWorker:
         return to_micros(self._clock.now())
 
     # -- claim --------------------------------------------------------------------------------
-    def _claim(self) -> list[_Claim]:
+    def _claim(self, limit: int) -> list[_Claim]:
         now_us = self._now_us()
         with self._engine.begin() as conn:
             query = (
@@ -214,7 +216,7 @@ class SyncWorker:
                     sync_dirty.c.lease_until_us <= now_us,
                 )
                 .order_by(sync_dirty.c.marked_us)
-                .limit(self._per_round)
+                .limit(limit)
             )
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
