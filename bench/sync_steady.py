@@ -88,6 +88,7 @@ def main() -> None:
         served = sandbox
         try:
             provision(rt, mapping, served.url)
+            time.sleep(mapping.limits.per_seconds)  # provisioning's calls leave the window
             worker, connector, _gate = open_worker(rt, mapping, served.url)
             started = time.perf_counter()
             backfill = worker.drain()
@@ -152,8 +153,8 @@ def steady(
     claimed: list[str] = []
     original_claim = worker._claim
 
-    def claim() -> Any:
-        found = original_claim()
+    def claim(limit: int) -> Any:
+        found = original_claim(limit)
         claimed[:] = [c.patient_key for c in found]
         return found
 
