@@ -247,3 +247,24 @@ def test_an_expired_oauth_token_is_refreshed_between_and_during_runs(
     assert worker.connector.stats.token_calls == 2
     assert h.sandbox.stats.unauthorized == 0  # refreshed before expiry, never refused
     assert h.agreement().ok
+
+
+def test_a_crm_that_never_recovers_ends_in_dead_letters_not_in_an_endless_queue(
+    hub: SyncHarness, later: FrozenClock
+) -> None:
+    hub.feed([registration("P-1", later.now() - timedelta(days=1))])
+    hub.sandbox.faults.set(Faults(error_rate=1.0))  # every call answers 5xx, for ever
+    for _ in range(12):
+        hub.sync()
+        later.advance(timedelta(minutes=10))
+    with hub.runtime.engine.connect() as conn:
+        letter = conn.execute(select(sync_dead_letters)).one()
+        assert conn.execute(select(func.count()).select_from(sync_dirty)).scalar_one() == 0
+    assert letter.code == "GAVE_UP" and "INTERNAL_ERROR" in letter.detail
+    hub.sandbox.faults.set(Faults())  # the CRM is back: an operator retries the letter
+    with hub.runtime.engine.begin() as conn:
+        from telecrm.sync.dead_letters import retry_letters
+
+        assert retry_letters(conn, [letter.id], destination=None, now_us=0) == 1
+    assert hub.sync().written == 1
+    assert hub.agreement().ok
