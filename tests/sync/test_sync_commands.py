@@ -116,3 +116,13 @@ def test_unknown_dead_letter_and_missing_credentials_are_one_red_line(imported) 
     assert refused.exit_code == 1 and "TELECRM_HUBSPOT_TOKEN" in refused.output
     bad = run(imported, "mapping", "check", "/nonexistent/mapping.yaml")
     assert bad.exit_code == 1 and "cannot read the file" in bad.output
+
+
+def test_disclosures_list_what_went_where_for_one_patient(imported) -> None:
+    assert run(imported, "crm", "provision", "hubspot").exit_code == 0
+    assert run(imported, "sync", "backfill", "hubspot").exit_code == 0
+    result = run(imported, "sync", "disclosures", "pat_1")
+    assert result.exit_code == 0, result.output
+    assert "hubspot" in result.output and "c_pat_1" in result.output  # the contact and the deal
+    assert "email" in result.output and "Lovelace" not in result.output  # names, never values
+    assert "disclosures of pat_1 (2)" in result.output

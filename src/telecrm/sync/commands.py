@@ -248,6 +248,36 @@ def run_command(
         time.sleep(every)
 
 
+@sync_app.command("disclosures")
+@friendly_errors
+def disclosures_command(
+    patient_id: str = typer.Argument(..., help="The patient whose disclosures to list"),
+    limit: int = typer.Option(200, min=1, max=100_000),
+) -> None:
+    """The accounting of disclosures for one patient: what went to which CRM, when, and whether
+    any of it was PHI (field names only)."""
+    from telecrm.sync.tables import disclosures
+
+    rt = runtime()
+    with read_only(rt.engine).connect() as conn:
+        rows = conn.execute(
+            select(disclosures)
+            .where(disclosures.c.patient_key == patient_id)
+            .order_by(disclosures.c.at_us, disclosures.c.id)
+            .limit(limit)
+        ).all()
+    table = Table(title=f"disclosures of {patient_id} ({len(rows)})")
+    for col in ("when", "destination", "object", "record", "fields", "PHI", "purpose"):
+        table.add_column(col)
+    for r in rows:
+        fields = ", ".join(orjson.loads(r.fields)) or "-"
+        table.add_row(
+            _when(r.at_us), r.destination, r.object, r.record_key, fields,
+            "yes" if r.phi else "no", r.purpose,
+        )  # fmt: skip
+    console.print(table)
+
+
 # -- dead letters -------------------------------------------------------------------------------
 @dlq_app.command("list")
 @friendly_errors
