@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from telecrm.sandbox import hubspot_batches as hb
 from telecrm.sandbox import hubspot_store as hs
 from telecrm.sandbox.faults import ADMIN_PREFIX, DropConnection, FaultInjector, FaultPlan, Faults
 
@@ -176,7 +177,7 @@ class HubSpotSandbox:
     # -- conveniences for tests -----------------------------------------------------------------
     def records(self, obj: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [hs.record_json(r) for r in self.store.records[obj].values()]
+            return [hb.record_json(r) for r in self.store.records[obj].values()]
 
     def associations(self, from_obj: str, from_id: str, to_obj: str) -> list[str]:
         with self._lock:
@@ -340,25 +341,25 @@ class HubSpotSandbox:
         handler: Callable[..., Reply] = getattr(self, f"_h_{name}")
         return handler(params, body, query, now)
 
-    def _ctx(self, now: float) -> hs.BatchContext:
+    def _ctx(self, now: float) -> hb.BatchContext:
         shuffle = self._random.shuffle if self.config.shuffle_results else (lambda items: None)
-        return hs.BatchContext(now=now, shuffle=shuffle, error=self._error)
+        return hb.BatchContext(now=now, shuffle=shuffle, error=self._error)
 
     # -- handlers (under the lock) --------------------------------------------------------------
     def _h_batch(self, p: dict[str, str], body: Any, query: Any, now: float) -> Reply:
         ctx, obj, op = self._ctx(now), p["obj"], p["op"]
         if op == "upsert":
-            status, out = hs.batch_upsert(self.store, ctx, obj, body)
+            status, out = hb.batch_upsert(self.store, ctx, obj, body)
         elif op == "update":
-            status, out = hs.batch_update(self.store, ctx, obj, body)
+            status, out = hb.batch_update(self.store, ctx, obj, body)
         elif op == "create":
-            status, out = hs.batch_create(
+            status, out = hb.batch_create(
                 self.store, ctx, obj, body, multi_status=self.config.multi_status
             )
         elif op == "read":
-            status, out = hs.batch_read(self.store, ctx, obj, body)
+            status, out = hb.batch_read(self.store, ctx, obj, body)
         else:
-            status, out = hs.batch_archive(self.store, ctx, obj, body)
+            status, out = hb.batch_archive(self.store, ctx, obj, body)
         return Reply(status, out)
 
     def _h_get_record(self, p: dict[str, str], body: Any, query: Any, now: float) -> Reply:
@@ -370,10 +371,10 @@ class HubSpotSandbox:
                 self._error("Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND"),
             )
         names = [n for n in (query.get("properties") or "").split(",") if n] or None
-        return Reply(200, hs.record_json(record, names))
+        return Reply(200, hb.record_json(record, names))
 
     def _h_associate(self, p: dict[str, str], body: Any, query: Any, now: float) -> Reply:
-        status, out = hs.batch_associate(self.store, self._ctx(now), p["a"], p["b"], body)
+        status, out = hb.batch_associate(self.store, self._ctx(now), p["a"], p["b"], body)
         return Reply(status, out)
 
     def _h_labels(self, p: dict[str, str], body: Any, query: Any, now: float) -> Reply:
