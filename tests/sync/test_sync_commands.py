@@ -69,7 +69,7 @@ def test_provision_twice_creates_then_finds_everything(env) -> None:
 def test_plan_counts_what_would_be_sent_and_redacts_identifying_values(imported) -> None:
     result = run(imported, "sync", "plan", "hubspot", "--all", "--samples", "10", "--json")
     assert result.exit_code == 0, result.output
-    plan = orjson.loads(result.output)
+    plan = orjson.loads(result.stdout)  # the JSON is on stdout; logs go to stderr
     assert plan["new"] == {"contact": 4, "deal": 3}
     assert plan["estimated_calls"] == 3  # contacts, deals, deal→contact associations
     assert CANARY_EMAIL not in result.output
@@ -85,7 +85,7 @@ def test_backfill_then_status_then_nothing_left_to_send(imported, sandbox: HubSp
     status = run(imported, "sync", "status")
     assert "dirty patients 0" in status.output and "open dead letters 0" in status.output
     again = run(imported, "sync", "plan", "hubspot", "--all", "--json")
-    assert orjson.loads(again.output)["estimated_calls"] == 0
+    assert orjson.loads(again.stdout)["estimated_calls"] == 0
 
 
 def test_refused_records_can_be_listed_shown_retried_and_purged(imported) -> None:
