@@ -205,13 +205,13 @@ class HubSpotConnector:
         if found.status_code == 200:
             return ProvisionStep(target, "exists")
         body = {"name": PROPERTY_GROUP, "label": "telecrm", "displayOrder": -1}
-        made = self._call(
-            "POST",
-            f"/crm/v3/properties/{crm_object}/groups",
-            "properties.groups.create",
-            json=body,
-            ok=(201, 200, 400, 409),
+        return self._create(
+            target, f"/crm/v3/properties/{crm_object}/groups", "properties.groups.create", body
         )
+
+    def _create(self, target: str, path: str, endpoint: str, body: dict[str, Any]) -> ProvisionStep:
+        """POST a definition; a 409 means another run made it first."""
+        made = self._call("POST", path, endpoint, json=body, ok=(201, 200, 400, 409))
         if made.status_code == 409:
             return ProvisionStep(target, "exists")
         if made.status_code >= 400:
@@ -254,18 +254,9 @@ class HubSpotConnector:
             ]
         if prop.sensitive:
             body["dataSensitivity"] = SENSITIVE
-        made = self._call(
-            "POST",
-            f"/crm/v3/properties/{prop.crm_object}",
-            "properties.create",
-            json=body,
-            ok=(201, 200, 400, 409),
+        return self._create(
+            target, f"/crm/v3/properties/{prop.crm_object}", "properties.create", body
         )
-        if made.status_code == 409:
-            return ProvisionStep(target, "exists")
-        if made.status_code >= 400:
-            return ProvisionStep(target, "failed", _category(made))
-        return ProvisionStep(target, "created")
 
     # -- the wire ---------------------------------------------------------------------------------
     def _batch(self, path: str, endpoint: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
