@@ -31,6 +31,8 @@ from telecrm.sync.mapping import Mapping, load_mapping
 from telecrm.sync.planner import mark_dirty
 
 if TYPE_CHECKING:
+    from telecrm.domain.messages import TriggerFired
+    from telecrm.messaging.wiring import Messaging
     from telecrm.sync.worker import SyncWorker
 
 
@@ -51,6 +53,8 @@ class Runtime:
         self._keyring: Keyring | None = None
         self._keyring_lock = threading.Lock()
         self._mappings: list[Mapping] | None = None
+        self._messaging: Messaging | None = None
+        self._messaging_lock = threading.Lock()
 
     # -- keys -------------------------------------------------------------------------------
     def master_keys(self) -> tuple[bytes, list[bytes]]:
@@ -104,6 +108,25 @@ class Runtime:
         if names:
             mark_dirty(conn, names, patient_keys, now_us)
 
+    # -- messaging ----------------------------------------------------------------------------
+    def messaging(self) -> Messaging:
+        """Templates, rules, providers (from TELECRM_SENDGRID_* / TELECRM_TWILIO_*), tracking."""
+        with self._messaging_lock:
+            if self._messaging is None:
+                from telecrm.messaging.wiring import build_messaging
+
+                self._messaging = build_messaging(self)
+            return self._messaging
+
+    def use_messaging(self, messaging: Messaging) -> None:
+        self._messaging = messaging
+
+    def _enqueue_triggers(self, conn: Connection, fired: list[TriggerFired], now_us: int) -> None:
+        if self.settings.messaging:
+            from telecrm.messaging.wiring import enqueue_triggers
+
+            enqueue_triggers(conn, fired, now_us)
+
     # -- parts ------------------------------------------------------------------------------
     def verifier(self) -> Verifier:
         return Verifier.from_secrets(
@@ -123,6 +146,7 @@ class Runtime:
             self.settings.thresholds,
             publish=self.bus.publish,
             on_written=self._mark_dirty,
+            on_triggers=self._enqueue_triggers,
         )
 
     def sweep(self) -> LifecycleSweep:
@@ -202,6 +226,13 @@ class EmbeddedWorker(threading.Thread):
             syncs = []
         for thread in syncs:
             thread.start()
+        messaging = None
+        if self._runtime.settings.messaging:
+            try:
+                messaging = MessagingThread(self._runtime, self._stop_requested)
+                messaging.start()
+            except Exception as exc:  # bad templates or config: ingest goes on, the error says why
+                log.error("messaging.not_started", problem=str(exc))
         since_sweep = self._sweep_every
         while not self._stop_requested.is_set():
             # Cleared before draining, so events accepted during a drain wake the next round.
@@ -220,6 +251,8 @@ class EmbeddedWorker(threading.Thread):
             since_sweep += 0.0 if woke else 1.0
         for thread in syncs:  # each finishes the round it is in: its commit is not cut short
             thread.join(timeout=60)
+        if messaging is not None:
+            messaging.join(timeout=60)
 
 
 class SyncThread(threading.Thread):
@@ -249,4 +282,38 @@ class SyncThread(threading.Thread):
                 log.error(
                     "sync.round_failed", destination=self._worker.destination, problem=str(exc)
                 )
+            self._stop_requested.wait(timeout=1.0)
+
+
+class MessagingThread(threading.Thread):
+    """Plans waiting triggers and sends due messages inside `telecrm serve`, every second."""
+
+    def __init__(self, runtime: Runtime, stop: threading.Event) -> None:
+        super().__init__(name="telecrm-messaging", daemon=True)
+        self._runtime = runtime
+        self._parts = runtime.messaging()  # raises here, in the caller, on a bad configuration
+        self._stop_requested = stop
+
+    def run(self) -> None:
+        import structlog
+
+        log = structlog.get_logger("telecrm.messaging")
+        metrics = self._runtime.metrics
+        while not self._stop_requested.is_set():
+            try:
+                self._parts.planner.drain()
+                report = self._parts.dispatcher.drain()
+                for outcome in (
+                    "sent",
+                    "rejected",
+                    "opted_out",
+                    "suppressed",
+                    "retried",
+                    "expired",
+                ):
+                    count = getattr(report, outcome)
+                    if count:
+                        metrics.messages.labels(outcome).inc(count)
+            except Exception as exc:
+                log.error("messaging.round_failed", problem=str(exc))
             self._stop_requested.wait(timeout=1.0)

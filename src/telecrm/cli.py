@@ -8,6 +8,8 @@ from telecrm import __version__
 from telecrm.cli_support import console, friendly_errors, runtime
 from telecrm.demo import demo_command
 from telecrm.ingest.commands import import_command, pull_command
+from telecrm.messaging.commands import consent_app, messages_app
+from telecrm.messaging.template_commands import templates_app
 from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command, worker_command
 from telecrm.sandbox.commands import sandbox_app
 from telecrm.security.commands import audit_app, keys_app, secrets_app
@@ -34,6 +36,9 @@ app.add_typer(sync_app, name="sync")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(crm_app, name="crm")
 app.add_typer(mapping_app, name="mapping")
+app.add_typer(templates_app, name="templates")
+app.add_typer(messages_app, name="messages")
+app.add_typer(consent_app, name="consent")
 app.add_typer(sandbox_app, name="sandbox")
 app.command("demo")(demo_command)
 app.command("import")(import_command)

@@ -14,6 +14,8 @@ from telecrm.bootstrap import Runtime, bootstrap
 from telecrm.domain.clock import to_micros
 from telecrm.ingest.bulk_import import ImportFileError
 from telecrm.ingest.signatures import InvalidSecret
+from telecrm.messaging.config import MessagingConfigError
+from telecrm.messaging.templates import TemplateError
 from telecrm.security.errors import SecurityError
 from telecrm.settings import Settings
 from telecrm.store.engine import StoreError
@@ -35,6 +37,8 @@ KNOWN_FAILURES = (
     MappingError,
     DestinationNotConfigured,
     SyncHalted,
+    MessagingConfigError,
+    TemplateError,
 )
 
 

@@ -150,6 +150,7 @@ def demo_command(
         master_key=demo_master_key(home),
         webhook_secrets=[secret],
         log_level="WARNING",
+        messaging=False,  # the simulated history is not news; the messaging part posts today's
     )
     configure_logging("WARNING")
     rt = bootstrap(settings)
@@ -227,6 +228,12 @@ def demo_command(
     from telecrm.sync.demo_sync import demo_crm_sync
 
     synced = demo_crm_sync(rt, console)
+    console.rule("patient messages: SendGrid and Twilio sandboxes, consent, quiet hours, tracking")
+    from telecrm.messaging.demo_messaging import demo_messaging
+
+    phi_clean = demo_messaging(
+        rt, console, secret=secret, port=_free_port(), patients=max(50, min(500, patients // 8))
+    )
     masked = Table(
         "field", "value", title=f"{view.patient_key}: {view.stage} — masked view (audited)"
     )
@@ -260,12 +267,18 @@ def demo_command(
             ".venv/bin/telecrm audit verify\n"
             ".venv/bin/telecrm lifecycle rebuild\n"
             ".venv/bin/telecrm sync plan hubspot --all   # the dry run, PHI redacted\n"
-            ".venv/bin/telecrm dlq list",
+            ".venv/bin/telecrm dlq list\n"
+            ".venv/bin/telecrm messages stats\n"
+            ".venv/bin/telecrm messages list --status suppressed\n"
+            ".venv/bin/telecrm consent show live_00001\n"
+            ".venv/bin/telecrm templates list",
             title="look around",
         )
     )
     if not synced:
         raise fail("a CRM does not hold what telecrm says it should (see the agreement column)")
+    if not phi_clean:
+        raise fail("a planted PHI value reached a messaging provider without a BAA")
 
 
 def _show_bad_input(client: httpx.Client, secret: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,9 +46,62 @@ class Settings(BaseSettings):
         description="Comma-separated CRM mappings to keep in sync: built-in names "
         "(hubspot, salesforce) or paths to mapping files",
     )
+    # -- messaging (docs/messaging.md) ------------------------------------------------------
+    messaging: bool = Field(
+        True, description="Plan the triggers' messages (and send them when a provider is set)"
+    )
+    messaging_config: Path | None = Field(
+        None, description="Messaging YAML (triggers, quiet hours, caps); default: built-in"
+    )
+    templates_dir: Path | None = Field(
+        None, description="Folder of templates that replace or add to the built-in ones"
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="telecrm's public base URL: provider callbacks are signed over it",
+    )
+    platform_url: str = Field(
+        "https://portal.example.com", description="The platform's patient portal: message links"
+    )
+    brand_name: str = "Telecrm Health"
+    support_email: str = "support@example.com"
+    support_phone: str = "(555) 010-0100"
+    brand_address: str = "100 Example Street, Suite 200, Austin, TX 78701"
+    message_max_age_hours: float = Field(
+        48, gt=0, description="A message not sent within this long after it was due expires"
+    )
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_url: str = "https://api.sendgrid.com"
+    sendgrid_from_email: str = "care@example.com"
+    sendgrid_from_name: str = "Telecrm Health"
+    sendgrid_webhook_public_key: str | None = Field(
+        None, description="The Signed Event Webhook's public key (base64 DER, as SendGrid shows it)"
+    )
+    sendgrid_transactional_group: int | None = Field(None, description="ASM group id")
+    sendgrid_marketing_group: int | None = Field(None, description="ASM group id")
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_previous_auth_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Older auth tokens still accepted on callbacks (rotation)"
+    )
+    twilio_messaging_service_sid: str | None = None
+    twilio_url: str = "https://api.twilio.com"
+    twilio_baa: bool = Field(
+        False, description="Twilio signed a BAA (HIPAA account): SMS templates may use PHI"
+    )
+    sms_keyword_replies: Literal["twilio", "telecrm"] = Field(
+        "twilio",
+        description="Who answers STOP/START/HELP: Twilio's default handling, or telecrm (TwiML)",
+    )
     log_level: str = "INFO"
 
-    @field_validator("webhook_secrets", "previous_master_keys", "destinations", mode="before")
+    @field_validator(
+        "webhook_secrets",
+        "previous_master_keys",
+        "destinations",
+        "twilio_previous_auth_tokens",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

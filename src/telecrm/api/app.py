@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from telecrm import __version__
 from telecrm.api.problems import install_problem_handlers, problem_response
 from telecrm.api.routes_events import EVENTS_OPENAPI, build_router
+from telecrm.api.routes_messaging import build_messaging_router
 from telecrm.bootstrap import EmbeddedWorker, Runtime
 from telecrm.ingest.group_commit import GroupCommitWriter
 from telecrm.store.engine import read_only
@@ -66,6 +67,7 @@ def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> Fast
     install_problem_handlers(app)
     writer = GroupCommitWriter(runtime.intake())
     app.include_router(build_router(runtime, writer))
+    app.include_router(build_messaging_router(runtime))
 
     def openapi() -> dict[str, Any]:
         # /v1/events is a plain route (see routes_events.py), so describe it here by hand.

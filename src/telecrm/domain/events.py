@@ -330,7 +330,7 @@ DATA_MODELS: dict[tuple[str, int], type[_Model]] = {
     },
     **{
         (f"sms.{kind}", 1): MessageEngagement
-        for kind in ("delivered", "failed", "replied", "opted_out")
+        for kind in ("delivered", "failed", "replied", "opted_out", "opted_in")
     },
 }
 

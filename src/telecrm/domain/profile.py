@@ -304,6 +304,8 @@ def apply_event(p: Profile, e: ev.Event) -> None:
                 p.set("marketing_consent", False)
             if e.type == "sms.opted_out":
                 p.set("sms_consent", False)
+            if e.type == "sms.opted_in":  # START after STOP: the number takes texts again
+                p.set("sms_consent", True)
         case _:
             pass  # refill.due, subscription.renewal_approaching: triggers, no profile change
 

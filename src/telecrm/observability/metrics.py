@@ -68,6 +68,18 @@ class Metrics:
             ["destination"],
             registry=self.registry,
         )
+        self.messages = Counter(
+            "telecrm_messages",
+            "Patient messages by what the dispatcher did with them",
+            ["outcome"],  # sent | rejected | opted_out | suppressed | retried | expired
+            registry=self.registry,
+        )
+        self.provider_callbacks = Counter(
+            "telecrm_provider_callbacks",
+            "SendGrid and Twilio callbacks by provider and result",
+            ["provider", "result"],  # applied | duplicate | unknown_message | rejected
+            registry=self.registry,
+        )
         self.intake_seconds = Histogram(
             "telecrm_intake_request_seconds",
             "Time to verify, validate and durably store one intake request",

@@ -131,6 +131,8 @@ CipherProvider = Callable[[], FieldCipher]
 # Called inside the transaction that wrote these profiles (patient keys, now in µs): how the sync
 # planner marks patients dirty in the same commit without the projection importing sync.
 ProfilesWritten = Callable[[Connection, list[str], int], None]
+# Called in the projection's transaction with the triggers (TriggerFired) it just folded.
+TriggersFired = Callable[[Connection, list[Any], int], None]
 
 
 def transition_rows(key: str, start: int, history: Sequence[Transition]) -> list[dict[str, Any]]:

@@ -21,7 +21,14 @@ from telecrm.domain.lifecycle import Thresholds, Transition
 from telecrm.domain.messages import ProfileChanged, StageChanged, TriggerFired
 from telecrm.domain.profile import Profile, advance_time, fold, step
 from telecrm.ingest.tables import events, identity_links, pending_patients
-from telecrm.profiles.codec import ProfilesWritten, StoredProfile, decode, encode, transition_rows
+from telecrm.profiles.codec import (
+    ProfilesWritten,
+    StoredProfile,
+    TriggersFired,
+    decode,
+    encode,
+    transition_rows,
+)
 from telecrm.profiles.event_log import decode_event, merge_ordered, rows_for
 from telecrm.profiles.tables import profiles, stage_transitions
 from telecrm.security.audit import AuditEntry, append_audit
@@ -79,6 +86,7 @@ class ProfileWorker:
         publish: Callable[[object], None] | None = None,
         actor: str = "worker",
         on_written: ProfilesWritten | None = None,
+        on_triggers: TriggersFired | None = None,
     ) -> None:
         self._engine = engine
         self._cipher = cipher
@@ -88,6 +96,7 @@ class ProfileWorker:
         self._publish = publish
         self._actor = actor
         self._on_written = on_written
+        self._on_triggers = on_triggers
 
     def run_once(self, limit: int = 500) -> BatchReport:
         """Process up to `limit` pending patients in one transaction."""
@@ -269,6 +278,10 @@ class ProfileWorker:
         upsert(conn, profiles, list(rows_out.values()), ["patient_key"], PROFILE_UPDATE_COLUMNS)
         if self._on_written is not None:
             self._on_written(conn, [k for k in rows_out if not k.startswith("anon:")], now_us)
+        if self._on_triggers is not None:
+            fired = [m for m in report.messages if isinstance(m, TriggerFired)]
+            if fired:
+                self._on_triggers(conn, fired, now_us)
         cleared_keys = sorted(cleared)
         for start in range(0, len(cleared_keys), 500):
             conn.execute(

@@ -1,4 +1,4 @@
-"""`telecrm sandbox hubspot|salesforce`: run a local, contract-faithful CRM for demos and tests."""
+"""`telecrm sandbox hubspot|salesforce|sendgrid|twilio`: local, contract-faithful providers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from telecrm.cli_support import console
 
 sandbox_app = typer.Typer(
     help=(
-        "Local servers that speak a CRM's real API (paths, bodies, batch limits, auth, rate-limit "
+        "Local servers that speak a provider's real API (paths, bodies, batch limits, auth, rate-limit "
         "headers, errors), keep their records, and inject faults on request "
         "(POST /_sandbox/faults). Point a destination at one with TELECRM_<DESTINATION>_URL."
     ),
@@ -60,3 +60,57 @@ def salesforce_command(
         port,
         SalesforceSandboxConfig(daily_api_allocation=allocation, window_seconds=window),
     )
+
+
+@sandbox_app.command("sendgrid")
+def sendgrid_command(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8093, min=1, max=65535),
+    webhook_url: str = typer.Option(
+        None,
+        help="Where the signed Event Webhook posts (e.g. http://127.0.0.1:8000/webhooks/sendgrid)",
+    ),
+    rate: int = typer.Option(600, min=1, help="API requests per second before 429"),
+) -> None:
+    """SendGrid v3 mail send, ASM groups, suppressions and the Signed Event Webhook: API key
+    SG.sandbox-key. Events post on POST /_sandbox/events/flush; the public key is at
+    /_sandbox/public_key."""
+    from telecrm.sandbox.sendgrid import SendGridSandboxConfig, serve_sendgrid_sandbox
+
+    console.print(
+        f"SendGrid sandbox on http://{host}:{port} (API key SG.sandbox-key; {rate} requests/s); "
+        f"messages at /_sandbox/messages; events to {webhook_url or '(set POST /_sandbox/webhook)'}",
+        highlight=False,
+    )
+    serve_sendgrid_sandbox(
+        host, port, SendGridSandboxConfig(requests_per_second=rate, webhook_url=webhook_url)
+    )
+
+
+@sandbox_app.command("twilio")
+def twilio_command(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8094, min=1, max=65535),
+    status_url: str = typer.Option(
+        None, help="The Messaging Service's status callback URL (…/webhooks/twilio/status)"
+    ),
+    inbound_url: str = typer.Option(
+        None, help="Where inbound SMS post (…/webhooks/twilio/inbound)"
+    ),
+    rate: int = typer.Option(100, min=1, help="API requests per second before 429 (20429)"),
+) -> None:
+    """Twilio Programmable Messaging (Messages API, one Messaging Service, status callbacks and
+    inbound SMS signed with X-Twilio-Signature). Simulate a reply with
+    POST /_sandbox/inbound {"from": "+1...", "body": "STOP"}."""
+    from telecrm.sandbox.twilio import TwilioSandboxConfig, serve_twilio_sandbox
+
+    config = TwilioSandboxConfig(
+        requests_per_second=rate, status_callback_url=status_url, inbound_url=inbound_url
+    )
+    console.print(
+        f"Twilio sandbox on http://{host}:{port}: account {config.account_sid}, auth token "
+        f"{config.auth_token}, Messaging Service {config.messaging_service_sid}; "
+        "messages at /_sandbox/messages",
+        highlight=False,
+    )
+    serve_twilio_sandbox(host, port, config)

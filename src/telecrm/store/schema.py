@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from telecrm.ingest import tables as ingest_tables
+from telecrm.messaging import tables as messaging_tables
 from telecrm.profiles import tables as profile_tables
 from telecrm.security import tables as security_tables
 from telecrm.store.metadata import metadata
 from telecrm.sync import tables as sync_tables
 
-__all__ = ["ingest_tables", "metadata", "profile_tables", "security_tables", "sync_tables"]
+__all__ = [
+    "ingest_tables",
+    "messaging_tables",
+    "metadata",
+    "profile_tables",
+    "security_tables",
+    "sync_tables",
+]

@@ -1,0 +1,1 @@
+"""Messaging: templates, PHI lint, consent, send rules, dispatch to SendGrid / Twilio, tracking."""

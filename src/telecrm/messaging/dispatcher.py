@@ -1,0 +1,495 @@
+"""Sends due messages: claim from the outbox, check consent again, render, hand to the provider,
+record what happened (status, provider id, disclosures, audit) in one transaction per round.
+
+A message is claimed with a lease, so a crashed dispatcher's messages are picked up again once
+the lease runs out; the provider call is the only thing outside a transaction. Between planning
+and sending the patient may have texted STOP or bounced: consent and suppression are read again
+here, and a message that no longer passes is suppressed with the reason.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, select, update
+
+from telecrm.connectors.base import ConnectorError, RateLimited, TransientFailure
+from telecrm.connectors.messaging_base import (
+    EmailMessage,
+    EmailProvider,
+    SendResult,
+    SmsMessage,
+    SmsProvider,
+)
+from telecrm.domain.clock import Clock, to_micros
+from telecrm.domain.consent import ConsentBook, ConsentEntry
+from telecrm.domain.fields import FIELDS
+from telecrm.messaging.content_guard import phi_leaks
+from telecrm.messaging.context import Brand, Links
+from telecrm.messaging.planner import address_bidx, consent_books, record_consent
+from telecrm.messaging.tables import message_suppressions, messages
+from telecrm.messaging.templates import TemplateCatalog
+from telecrm.profiles.codec import decode
+from telecrm.profiles.tables import profiles
+from telecrm.security.audit import AuditEntry, append_audit
+from telecrm.security.blind_index import BlindIndex
+from telecrm.security.envelope import FieldCipher
+from telecrm.sync.tables import disclosures
+
+LEASE_US = 120_000_000
+MAX_ATTEMPTS = 6
+BASE_BACKOFF_S = 30.0
+
+
+class SecretVault:
+    """Security codes and reset links, held in memory only until their message is sent.
+
+    They never touch the database or a log: if the process stops first, the message expires and
+    the platform asks again (a two-factor code is short-lived anyway).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: dict[str, dict[str, str]] = {}
+
+    def put(self, message_id: str, secrets: dict[str, str]) -> None:
+        with self._lock:
+            self._secrets[message_id] = dict(secrets)
+
+    def take(self, message_id: str) -> dict[str, str] | None:
+        with self._lock:
+            return self._secrets.pop(message_id, None)
+
+    def __repr__(self) -> str:
+        return f"SecretVault({len(self._secrets)} held)"
+
+
+@dataclass(slots=True)
+class DispatchReport:
+    claimed: int = 0
+    sent: int = 0
+    rejected: int = 0
+    opted_out: int = 0
+    suppressed: int = 0
+    retried: int = 0
+    gave_up: int = 0
+    expired: int = 0
+    calls: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: DispatchReport) -> None:
+        for name in (
+            "claimed",
+            "sent",
+            "rejected",
+            "opted_out",
+            "suppressed",
+            "retried",
+            "gave_up",
+            "expired",
+            "calls",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.reasons.update(other.reasons)
+
+
+@dataclass(slots=True)
+class _Job:
+    row: Any
+    values: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+    fields_used: list[str] = field(default_factory=list)
+    phi: bool = False
+    segments: int | None = None
+
+
+class MessageDispatcher:
+    def __init__(
+        self,
+        engine: Engine,
+        cipher: Callable[[], FieldCipher],
+        index: Callable[[], BlindIndex],
+        clock: Clock,
+        catalog: TemplateCatalog,
+        *,
+        email: EmailProvider | None,
+        sms: SmsProvider | None,
+        links: Links,
+        brand: Brand,
+        vault: SecretVault | None = None,
+        unsubscribe_groups: dict[str, int] | None = None,
+        sms_baa: bool = False,
+        max_age_hours: float = 48.0,
+        seed: int | None = None,
+    ) -> None:
+        self._engine = engine
+        self._cipher = cipher
+        self._index = index
+        self._clock = clock
+        self.catalog = catalog
+        self.providers: dict[str, Any] = {"email": email, "sms": sms}
+        self.links = links
+        self.brand = brand
+        self.vault = vault or SecretVault()
+        self.unsubscribe_groups = dict(unsubscribe_groups or {})
+        self.sms_baa = sms_baa
+        self.max_age_us = int(max_age_hours * 3_600_000_000)
+        self._random = random.Random(seed)
+
+    def drain(self, limit: int = 1000) -> DispatchReport:
+        total = DispatchReport()
+        while True:
+            report = self.run_once(limit)
+            total.add(report)
+            if report.claimed < limit or report.claimed == report.retried:
+                return total
+
+    def run_once(self, limit: int = 1000) -> DispatchReport:
+        cipher, index = self._cipher(), self._index()
+        now_us = to_micros(self._clock.now())
+        report = DispatchReport()
+        with self._engine.begin() as conn:
+            jobs = self._claim(conn, cipher, limit, now_us)
+            report.claimed = len(jobs)
+            if not jobs:
+                return report
+            # Consent and suppression again: a STOP or a bounce may have come since planning.
+            books = consent_books(conn, sorted({j.row.patient_key for j in jobs}))
+            wanted = sorted(
+                {b for j in jobs if (b := address_bidx(index, j.row.channel, j.values)[0])}
+            )
+            suppressed: set[tuple[str, str]] = set()
+            for start in range(0, len(wanted), 500):
+                suppressed.update(
+                    (r.channel, r.address_bidx)
+                    for r in conn.execute(
+                        select(
+                            message_suppressions.c.channel, message_suppressions.c.address_bidx
+                        ).where(
+                            message_suppressions.c.address_bidx.in_(wanted[start : start + 500])
+                        )
+                    )
+                )
+        outcomes: dict[str, tuple[str, dict[str, Any]]] = {}
+        ready: dict[str, list[_Job]] = {"email": [], "sms": []}
+        for job in jobs:
+            r = job.row
+            bidx, valid = address_bidx(index, r.channel, job.values)
+            allowed, why = ConsentBook(books.get(r.patient_key, [])).allows(r.channel, r.purpose)
+            if not bidx or not valid:
+                outcomes[r.message_id] = ("suppressed", {"reason": "no_address"})
+            elif (r.channel, bidx) in suppressed:
+                outcomes[r.message_id] = ("suppressed", {"reason": "suppressed_address"})
+            elif not allowed:
+                outcomes[r.message_id] = ("suppressed", {"reason": "no_consent", "why": why})
+            elif self.providers[r.channel] is None:
+                outcomes[r.message_id] = ("queued", {"retry_in": 300.0, "code": "not_configured"})
+            else:
+                problem = self._prepare(job, cipher)
+                if problem is not None:
+                    outcomes[r.message_id] = problem
+                else:
+                    ready[r.channel].append(job)
+        results: list[tuple[_Job, SendResult]] = []
+        for channel, pending in ready.items():
+            results.extend(self._send(channel, pending, report))
+        for job, result in results:
+            outcomes[job.row.message_id] = self._outcome(job, result)
+        with self._engine.begin() as conn:
+            self._record(conn, jobs, outcomes, report, now_us)
+        return report
+
+    # -- steps ------------------------------------------------------------------------------------
+    def _claim(self, conn: Connection, cipher: FieldCipher, limit: int, now_us: int) -> list[_Job]:
+        query = (
+            select(messages)
+            .where(
+                messages.c.status == "queued",
+                messages.c.due_us <= now_us,
+                messages.c.lease_until_us < now_us,
+            )
+            .order_by(messages.c.due_us)
+            .limit(limit)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        # A message that could not go for so long is stale: configuring a provider later must
+        # not send yesterday's reminders in a flood.
+        conn.execute(
+            update(messages)
+            .where(messages.c.status == "queued", messages.c.due_us < now_us - self.max_age_us)
+            .values(status="expired", reason="stale")
+        )
+        rows = list(conn.execute(query))
+        if not rows:
+            return []
+        ids = [r.message_id for r in rows]
+        conn.execute(
+            update(messages)
+            .where(messages.c.message_id.in_(ids))
+            .values(lease_until_us=now_us + LEASE_US, attempts=messages.c.attempts + 1)
+        )
+        keys = sorted({r.patient_key for r in rows})
+        values: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 500):
+            for row in conn.execute(
+                select(profiles).where(profiles.c.patient_key.in_(keys[start : start + 500]))
+            ):
+                stored = decode(row, cipher)
+                if not stored.profile.deleted:
+                    values[row.patient_key] = stored.profile.values
+        return [_Job(r, values.get(r.patient_key, {})) for r in rows]
+
+    def _prepare(self, job: _Job, cipher: FieldCipher) -> tuple[str, dict[str, Any]] | None:
+        """Build the minimum-necessary context; None when the job is ready to render."""
+        r = job.row
+        refs = self.catalog.references(r.template, r.channel)
+        patient = {
+            ref.split(".", 1)[1]: job.values[ref.split(".", 1)[1]]
+            for ref in refs
+            if ref.startswith("patient.") and ref.split(".", 1)[1] in job.values
+        }
+        event_vars: dict[str, Any] = {}
+        if r.context_sealed:
+            event_vars = cipher.decrypt_json(
+                r.context_sealed, record_id=r.message_id, field="context"
+            )
+        secrets: dict[str, str] = {}
+        if r.purpose == "security":
+            taken = self.vault.take(r.message_id)
+            if taken is None:
+                return ("expired", {"reason": "secret_gone"})
+            secrets = taken
+        job.context = {
+            "patient": patient,
+            "event": event_vars,
+            "links": self.links.for_message(
+                r.message_id, event_vars, reset_url=secrets.get("reset_url")
+            ),
+            "brand": asdict(self.brand),
+            "secret": secrets,
+            "message": {"id": r.message_id},
+        }
+        address_field = "email" if r.channel == "email" else "phone"
+        job.fields_used = sorted({*patient, address_field})
+        job.phi = any(FIELDS[n].is_phi for n in patient) or any(
+            FIELDS[f].is_phi for f in self.catalog.phi_fields(r.template, r.channel)
+        )
+        return None
+
+    def _send(
+        self, channel: str, jobs: list[_Job], report: DispatchReport
+    ) -> list[tuple[_Job, SendResult]]:
+        provider = self.providers[channel]
+        out: list[tuple[_Job, SendResult]] = []
+        rendered: list[tuple[_Job, EmailMessage | SmsMessage]] = []
+        for job in jobs:
+            r = job.row
+            try:
+                if channel == "email":
+                    e = self.catalog.render_email(r.template, r.language, job.context)
+                    msg: EmailMessage | SmsMessage = EmailMessage(
+                        message_id=r.message_id,
+                        to_email=str(job.values["email"]),
+                        to_name=job.values.get("first_name"),
+                        subject=e.subject,
+                        html=e.html,
+                        text=e.text,
+                        category=r.template,
+                        unsubscribe_group=self.unsubscribe_groups.get(r.purpose),
+                    )
+                    texts: tuple[str, ...] = (e.subject, e.html, e.text)
+                else:
+                    s = self.catalog.render_sms(r.template, r.language, job.context)
+                    msg = SmsMessage(r.message_id, str(job.values["phone"]), s.body)
+                    job.segments = s.segments.segments
+                    texts = (s.body,)
+            except Exception as exc:  # a template that cannot render is the operator's to fix
+                out.append(
+                    (
+                        job,
+                        SendResult(
+                            r.message_id,
+                            "rejected",
+                            code="render_failed",
+                            detail=type(exc).__name__,
+                        ),
+                    )
+                )
+                continue
+            baa = channel == "sms" and self.sms_baa
+            if not baa and phi_leaks(job.values, texts):
+                out.append(
+                    (
+                        job,
+                        SendResult(
+                            r.message_id,
+                            "rejected",
+                            code="PHI_REFUSED",
+                            detail="rendered content holds a PHI value",
+                        ),
+                    )
+                )
+                continue
+            rendered.append((job, msg))
+        batch_max = max(1, provider.batch_max)
+        for start in range(0, len(rendered), batch_max):
+            chunk = rendered[start : start + batch_max]
+            by_id = {m.message_id: j for j, m in chunk}
+            before = provider.stats.calls
+            try:
+                if channel == "email":
+                    results = provider.send_emails([m for _, m in chunk])
+                else:
+                    results = provider.send_sms([m for _, m in chunk])
+            except RateLimited as exc:
+                results = [
+                    SendResult(
+                        i, "retry", code=exc.code, detail=f"retry_after={exc.retry_after or 0}"
+                    )
+                    for i in by_id
+                ]
+            except TransientFailure as exc:
+                results = [SendResult(i, "retry", code=exc.code) for i in by_id]
+            except ConnectorError as exc:  # auth or configuration: wait for the operator
+                results = [SendResult(i, "retry", code=exc.code, detail="operator") for i in by_id]
+            report.calls += provider.stats.calls - before
+            seen = set()
+            for result in results:
+                if result.message_id in by_id:
+                    seen.add(result.message_id)
+                    out.append((by_id[result.message_id], result))
+            for missing in set(by_id) - seen:  # a provider answer that skipped one: try again
+                out.append((by_id[missing], SendResult(missing, "retry", code="no_result")))
+        return out
+
+    def _outcome(self, job: _Job, result: SendResult) -> tuple[str, dict[str, Any]]:
+        if result.outcome == "sent":
+            return (
+                "sent",
+                {
+                    "provider_id": result.provider_id,
+                    "segments": job.segments,
+                    "fields": job.fields_used,
+                    "phi": job.phi,
+                },
+            )
+        if result.outcome == "opted_out":
+            return ("opted_out", {"code": result.code})
+        if result.outcome == "rejected":
+            return ("rejected", {"code": result.code, "reason": result.code})
+        retry_after = 0.0
+        if result.detail and result.detail.startswith("retry_after="):
+            retry_after = float(result.detail.split("=", 1)[1] or 0)
+        return ("queued", {"code": result.code, "retry_in": retry_after})
+
+    def _record(
+        self,
+        conn: Connection,
+        jobs: Sequence[_Job],
+        outcomes: dict[str, tuple[str, dict[str, Any]]],
+        report: DispatchReport,
+        now_us: int,
+    ) -> None:
+        disclosed: list[dict[str, Any]] = []
+        read_fields: set[str] = set()
+        for job in jobs:
+            r = job.row
+            status, info = outcomes[r.message_id]
+            values: dict[str, Any] = {"lease_until_us": 0}
+            if status == "sent":
+                report.sent += 1
+                values.update(
+                    status="sent",
+                    sent_us=now_us,
+                    provider_id=info["provider_id"],
+                    segments=info["segments"],
+                    code=None,
+                )
+                read_fields.update(info["fields"])
+                disclosed.append(
+                    {
+                        "at_us": now_us,
+                        "destination": "sendgrid" if r.channel == "email" else "twilio",
+                        "patient_key": r.patient_key,
+                        "object": r.channel,
+                        "record_key": r.message_id,
+                        "fields": orjson.dumps(info["fields"]).decode(),
+                        "phi": info["phi"],
+                        "purpose": f"{r.purpose} message {r.template}"[:64],
+                    }
+                )
+            elif status == "queued":
+                if r.attempts + 1 >= MAX_ATTEMPTS and info.get("code") != "not_configured":
+                    report.gave_up += 1
+                    values.update(status="gave_up", reason="gave_up", code=info.get("code"))
+                else:
+                    report.retried += 1
+                    backoff = BASE_BACKOFF_S * 2 ** min(r.attempts, 6)
+                    wait = max(info.get("retry_in") or 0.0, backoff * (0.5 + self._random.random()))
+                    values.update(due_us=now_us + int(wait * 1e6), code=info.get("code"))
+            elif status == "opted_out":
+                report.opted_out += 1
+                values.update(status="opted_out", reason="opted_out", code=info.get("code"))
+                record_consent(
+                    conn,
+                    r.patient_key,
+                    [
+                        ConsentEntry(
+                            "sms", p, False, "twilio_21610", f"{r.message_id}:21610", now_us
+                        )
+                        for p in ("transactional", "marketing")
+                    ],
+                )
+            elif status == "rejected":
+                report.rejected += 1
+                report.reasons[str(info.get("reason"))] += 1
+                values.update(
+                    status="rejected",
+                    reason=str(info.get("reason"))[:40],
+                    code=str(info.get("code"))[:40],
+                )
+            elif status == "expired":
+                report.expired += 1
+                values.update(status="expired", reason=info["reason"])
+            else:  # suppressed at send time
+                report.suppressed += 1
+                report.reasons[info["reason"]] += 1
+                trail = orjson.loads(r.trail)
+                trail.append(
+                    {
+                        "rule": "send_time_check",
+                        "verdict": "suppress",
+                        "detail": info.get("why") or info["reason"],
+                    }
+                )
+                values.update(
+                    status="suppressed", reason=info["reason"], trail=orjson.dumps(trail).decode()
+                )
+            conn.execute(
+                update(messages)
+                .where(and_(messages.c.message_id == r.message_id, messages.c.status == "queued"))
+                .values(**values)
+            )
+        if disclosed:
+            conn.execute(disclosures.insert(), disclosed)
+            append_audit(
+                conn,
+                [
+                    AuditEntry(
+                        actor="messaging",
+                        action="disclose",
+                        record_type="message",
+                        record_ids=[d["record_key"] for d in disclosed],
+                        fields=sorted(read_fields),
+                        purpose="patient messages to SendGrid / Twilio",
+                    )
+                ],
+                at_us=now_us,
+            )
