@@ -50,7 +50,10 @@ MINIMAL_DATA: dict[tuple[str, int], dict[str, Any]] = {
         (f"email.{kind}", 1): _MESSAGE
         for kind in ("delivered", "opened", "clicked", "bounced", "unsubscribed")
     },
-    **{(f"sms.{kind}", 1): _MESSAGE for kind in ("delivered", "failed", "replied", "opted_out")},
+    **{
+        (f"sms.{kind}", 1): _MESSAGE
+        for kind in ("delivered", "failed", "replied", "opted_out", "opted_in")
+    },
 }
 
 

@@ -49,6 +49,7 @@ DESIGN_LIFECYCLE_EVENTS = {
 DESIGN_ENGAGEMENT_EVENTS = {
     *(f"email.{k}" for k in ("delivered", "opened", "clicked", "bounced", "unsubscribed")),
     *(f"sms.{k}" for k in ("delivered", "failed", "replied", "opted_out")),
+    "sms.opted_in",  # START after STOP (issue 5): the number takes texts again
 }
 
 

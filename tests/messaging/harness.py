@@ -35,10 +35,22 @@ class MessagingHarness:
                  sendgrid: SendGridSandbox, twilio: TwilioSandbox) -> None:  # fmt: skip
         self.runtime, self.clock, self.api = runtime, clock, client
         self.sendgrid, self.twilio = sendgrid, twilio
+        # Every byte telecrm sent to each provider, as it left (for the PHI canary tests).
+        self.sent_bytes: dict[str, list[bytes]] = {"sendgrid": [], "twilio": []}
+
+        def capture(kind: str) -> Any:
+            def hook(request: httpx.Request) -> None:
+                self.sent_bytes[kind].append(request.url.raw_path + b"\n" + request.read())
+
+            return hook
+
         self.email = SendGridConnector(
             SendGridConfig(base_url="http://sendgrid", api_key=SecretStr(SENDGRID_KEY),
                            from_email="care@example.com", from_name="Telecrm Health"),
-            sandbox_client(sendgrid.app, base_url="http://sendgrid"),
+            sandbox_client(
+                sendgrid.app, base_url="http://sendgrid",
+                event_hooks={"request": [capture("sendgrid")]},
+            ),
             now=lambda: clock.now().timestamp(),
         )  # fmt: skip
         tc = twilio.config
@@ -47,7 +59,9 @@ class MessagingHarness:
                          auth_token=SecretStr(tc.auth_token),
                          messaging_service_sid=tc.messaging_service_sid,
                          status_callback_url=PUBLIC + STATUS_PATH),
-            sandbox_client(twilio.app, base_url="http://twilio"),
+            sandbox_client(
+                twilio.app, base_url="http://twilio", event_hooks={"request": [capture("twilio")]}
+            ),
         )  # fmt: skip
         self.parts: Messaging = build_messaging(
             runtime, email=self.email, sms=self.sms, from_settings=False

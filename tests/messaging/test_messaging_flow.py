@@ -40,7 +40,7 @@ def test_registration_sends_welcome_email_and_sms_and_engagement_comes_back(runt
         h.feed([_consenting("p1", DAYTIME - timedelta(minutes=1))])
         plan, sent = h.run()
         assert (plan.planned, plan.queued, sent.sent) == (2, 2, 2)
-        assert [m["subject"] for m in h.sendgrid.messages][0]  # rendered subject arrived
+        assert all(m["subject"] for m in h.sendgrid.messages)  # rendered subjects arrived
         assert len(h.twilio.messages) == 1
         rows = _rows(h.runtime, patient_key="p1")
         assert [(r.channel, r.template, r.status) for r in rows] == [
@@ -52,9 +52,13 @@ def test_registration_sends_welcome_email_and_sms_and_engagement_comes_back(runt
         rows = _rows(h.runtime, patient_key="p1")
         assert all(r.delivered_us or r.status in ("bounced", "undelivered", "failed") for r in rows)
         with h.runtime.engine.connect() as conn:
-            n = conn.execute(
-                select(disclosures.c.destination).where(disclosures.c.patient_key == "p1")
-            ).scalars().all()
+            n = (
+                conn.execute(
+                    select(disclosures.c.destination).where(disclosures.c.patient_key == "p1")
+                )
+                .scalars()
+                .all()
+            )
         assert sorted(n) == ["sendgrid", "twilio"]
 
 
@@ -69,7 +73,9 @@ def test_quiet_hours_defer_in_the_patients_timezone_and_send_when_the_window_ope
         assert (plan.deferred, sent.sent) == (2, 0)
         row = _rows(h.runtime, channel="sms")[0]
         assert row.status == "queued" and row.deferred
-        assert datetime.fromtimestamp(row.due_us / 1e6, UTC) == datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
+        assert datetime.fromtimestamp(row.due_us / 1e6, UTC) == datetime(
+            2026, 3, 2, 16, 0, tzinfo=UTC
+        )
         h.clock.set(datetime(2026, 3, 2, 15, 59, tzinfo=UTC))
         assert h.send().sent == 0
         h.clock.set(datetime(2026, 3, 2, 16, 0, tzinfo=UTC))  # 08:00 local
@@ -102,7 +108,7 @@ def test_stop_is_honoured_at_once_and_start_restores_sms(runtime, clock):
         assert ("sms_keyword", False) in ledger
         h.later(days=2)
         h.feed([event("consultation.submitted", "p1", h.clock.now(), {"consultation_id": "c1"})])
-        plan, sent = h.run()
+        h.run()
         sms = _rows(h.runtime, channel="sms", template="consultation_received")[0]
         assert (sms.status, sms.reason) == ("suppressed", "no_consent")
         h.twilio.inbound("+14155552671", "START")

@@ -94,7 +94,7 @@ class MessagingConfig(_Model):
     def _iana(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # tzdata folders, over-long names
             raise ValueError(f"{value!r} is not an IANA timezone name") from None
         return value
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import orjson
-from sqlalchemy import Connection, Engine, and_, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from telecrm.connectors.base import ConnectorError, RateLimited, TransientFailure
 from telecrm.connectors.messaging_base import (
@@ -28,23 +27,20 @@ from telecrm.connectors.messaging_base import (
     SmsProvider,
 )
 from telecrm.domain.clock import Clock, to_micros
-from telecrm.domain.consent import ConsentBook, ConsentEntry
+from telecrm.domain.consent import ConsentBook
 from telecrm.domain.fields import FIELDS
 from telecrm.messaging.content_guard import phi_leaks
 from telecrm.messaging.context import Brand, Links
-from telecrm.messaging.planner import address_bidx, consent_books, record_consent
+from telecrm.messaging.outcomes import record_outcomes
+from telecrm.messaging.planner import address_bidx, consent_books
 from telecrm.messaging.tables import message_suppressions, messages
 from telecrm.messaging.templates import TemplateCatalog
 from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles
-from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.blind_index import BlindIndex
 from telecrm.security.envelope import FieldCipher
-from telecrm.sync.tables import disclosures
 
 LEASE_US = 120_000_000
-MAX_ATTEMPTS = 6
-BASE_BACKOFF_S = 30.0
 
 
 class SecretVault:
@@ -100,7 +96,7 @@ class DispatchReport:
 
 
 @dataclass(slots=True)
-class _Job:
+class Job:
     row: Any
     values: dict[str, Any]
     context: dict[str, Any] = field(default_factory=dict)
@@ -177,7 +173,7 @@ class MessageDispatcher:
                     )
                 )
         outcomes: dict[str, tuple[str, dict[str, Any]]] = {}
-        ready: dict[str, list[_Job]] = {"email": [], "sms": []}
+        ready: dict[str, list[Job]] = {"email": [], "sms": []}
         for job in jobs:
             r = job.row
             bidx, valid = address_bidx(index, r.channel, job.values)
@@ -196,17 +192,17 @@ class MessageDispatcher:
                     outcomes[r.message_id] = problem
                 else:
                     ready[r.channel].append(job)
-        results: list[tuple[_Job, SendResult]] = []
+        results: list[tuple[Job, SendResult]] = []
         for channel, pending in ready.items():
             results.extend(self._send(channel, pending, report))
         for job, result in results:
             outcomes[job.row.message_id] = self._outcome(job, result)
         with self._engine.begin() as conn:
-            self._record(conn, jobs, outcomes, report, now_us)
+            record_outcomes(conn, jobs, outcomes, report, now_us, self._random)
         return report
 
     # -- steps ------------------------------------------------------------------------------------
-    def _claim(self, conn: Connection, cipher: FieldCipher, limit: int, now_us: int) -> list[_Job]:
+    def _claim(self, conn: Connection, cipher: FieldCipher, limit: int, now_us: int) -> list[Job]:
         query = (
             select(messages)
             .where(
@@ -244,9 +240,9 @@ class MessageDispatcher:
                 stored = decode(row, cipher)
                 if not stored.profile.deleted:
                     values[row.patient_key] = stored.profile.values
-        return [_Job(r, values.get(r.patient_key, {})) for r in rows]
+        return [Job(r, values.get(r.patient_key, {})) for r in rows]
 
-    def _prepare(self, job: _Job, cipher: FieldCipher) -> tuple[str, dict[str, Any]] | None:
+    def _prepare(self, job: Job, cipher: FieldCipher) -> tuple[str, dict[str, Any]] | None:
         """Build the minimum-necessary context; None when the job is ready to render."""
         r = job.row
         refs = self.catalog.references(r.template, r.channel)
@@ -284,11 +280,11 @@ class MessageDispatcher:
         return None
 
     def _send(
-        self, channel: str, jobs: list[_Job], report: DispatchReport
-    ) -> list[tuple[_Job, SendResult]]:
+        self, channel: str, jobs: list[Job], report: DispatchReport
+    ) -> list[tuple[Job, SendResult]]:
         provider = self.providers[channel]
-        out: list[tuple[_Job, SendResult]] = []
-        rendered: list[tuple[_Job, EmailMessage | SmsMessage]] = []
+        out: list[tuple[Job, SendResult]] = []
+        rendered: list[tuple[Job, EmailMessage | SmsMessage]] = []
         for job in jobs:
             r = job.row
             try:
@@ -369,7 +365,7 @@ class MessageDispatcher:
                 out.append((by_id[missing], SendResult(missing, "retry", code="no_result")))
         return out
 
-    def _outcome(self, job: _Job, result: SendResult) -> tuple[str, dict[str, Any]]:
+    def _outcome(self, job: Job, result: SendResult) -> tuple[str, dict[str, Any]]:
         if result.outcome == "sent":
             return (
                 "sent",
@@ -388,108 +384,3 @@ class MessageDispatcher:
         if result.detail and result.detail.startswith("retry_after="):
             retry_after = float(result.detail.split("=", 1)[1] or 0)
         return ("queued", {"code": result.code, "retry_in": retry_after})
-
-    def _record(
-        self,
-        conn: Connection,
-        jobs: Sequence[_Job],
-        outcomes: dict[str, tuple[str, dict[str, Any]]],
-        report: DispatchReport,
-        now_us: int,
-    ) -> None:
-        disclosed: list[dict[str, Any]] = []
-        read_fields: set[str] = set()
-        for job in jobs:
-            r = job.row
-            status, info = outcomes[r.message_id]
-            values: dict[str, Any] = {"lease_until_us": 0}
-            if status == "sent":
-                report.sent += 1
-                values.update(
-                    status="sent",
-                    sent_us=now_us,
-                    provider_id=info["provider_id"],
-                    segments=info["segments"],
-                    code=None,
-                )
-                read_fields.update(info["fields"])
-                disclosed.append(
-                    {
-                        "at_us": now_us,
-                        "destination": "sendgrid" if r.channel == "email" else "twilio",
-                        "patient_key": r.patient_key,
-                        "object": r.channel,
-                        "record_key": r.message_id,
-                        "fields": orjson.dumps(info["fields"]).decode(),
-                        "phi": info["phi"],
-                        "purpose": f"{r.purpose} message {r.template}"[:64],
-                    }
-                )
-            elif status == "queued":
-                if r.attempts + 1 >= MAX_ATTEMPTS and info.get("code") != "not_configured":
-                    report.gave_up += 1
-                    values.update(status="gave_up", reason="gave_up", code=info.get("code"))
-                else:
-                    report.retried += 1
-                    backoff = BASE_BACKOFF_S * 2 ** min(r.attempts, 6)
-                    wait = max(info.get("retry_in") or 0.0, backoff * (0.5 + self._random.random()))
-                    values.update(due_us=now_us + int(wait * 1e6), code=info.get("code"))
-            elif status == "opted_out":
-                report.opted_out += 1
-                values.update(status="opted_out", reason="opted_out", code=info.get("code"))
-                record_consent(
-                    conn,
-                    r.patient_key,
-                    [
-                        ConsentEntry(
-                            "sms", p, False, "twilio_21610", f"{r.message_id}:21610", now_us
-                        )
-                        for p in ("transactional", "marketing")
-                    ],
-                )
-            elif status == "rejected":
-                report.rejected += 1
-                report.reasons[str(info.get("reason"))] += 1
-                values.update(
-                    status="rejected",
-                    reason=str(info.get("reason"))[:40],
-                    code=str(info.get("code"))[:40],
-                )
-            elif status == "expired":
-                report.expired += 1
-                values.update(status="expired", reason=info["reason"])
-            else:  # suppressed at send time
-                report.suppressed += 1
-                report.reasons[info["reason"]] += 1
-                trail = orjson.loads(r.trail)
-                trail.append(
-                    {
-                        "rule": "send_time_check",
-                        "verdict": "suppress",
-                        "detail": info.get("why") or info["reason"],
-                    }
-                )
-                values.update(
-                    status="suppressed", reason=info["reason"], trail=orjson.dumps(trail).decode()
-                )
-            conn.execute(
-                update(messages)
-                .where(and_(messages.c.message_id == r.message_id, messages.c.status == "queued"))
-                .values(**values)
-            )
-        if disclosed:
-            conn.execute(disclosures.insert(), disclosed)
-            append_audit(
-                conn,
-                [
-                    AuditEntry(
-                        actor="messaging",
-                        action="disclose",
-                        record_type="message",
-                        record_ids=[d["record_key"] for d in disclosed],
-                        fields=sorted(read_fields),
-                        purpose="patient messages to SendGrid / Twilio",
-                    )
-                ],
-                at_us=now_us,
-            )

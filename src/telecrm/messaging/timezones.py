@@ -31,7 +31,7 @@ STATE_ZONES: dict[str, str] = {
 def zone(name: str) -> ZoneInfo | None:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # tzdata folders, over-long names
         return None
 
 
