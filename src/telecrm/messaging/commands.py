@@ -59,7 +59,7 @@ def list_command(
         rows = list(conn.execute(query))
     if as_json:
         for r in rows:
-            console.print_json(
+            typer.echo(
                 json.dumps(
                     {
                         "message_id": r.message_id,
@@ -325,3 +325,79 @@ def consent_set(
             [ConsentEntry(channel, purpose, granted, "cli", evidence[:160], now_us(rt))],
         )
     console.print(f"recorded: {channel} {purpose} {'granted' if granted else 'revoked'}")
+
+
+@messages_app.command("provision")
+@friendly_errors
+def provision_command() -> None:
+    """Create the SendGrid unsubscribe groups (ASM) named in the messaging config, idempotently,
+    and print the ids to set as TELECRM_SENDGRID_*_GROUP."""
+    from telecrm.messaging.config import load_messaging_config
+    from telecrm.messaging.wiring import email_provider
+
+    rt = runtime()
+    provider = email_provider(rt.settings)
+    if provider is None:
+        raise fail("SendGrid is not configured", hint="set TELECRM_SENDGRID_API_KEY")
+    config = load_messaging_config(rt.settings.messaging_config)
+    names = config.unsubscribe_groups
+    ids = provider.ensure_unsubscribe_groups(names.values())  # type: ignore[attr-defined]
+    for purpose, name in names.items():
+        console.print(
+            f"TELECRM_SENDGRID_{purpose.upper()}_GROUP={ids[name]}   # {name}", highlight=False
+        )
+
+
+@messages_app.command("nps")
+@friendly_errors
+def nps_command(
+    reason: str = typer.Option(
+        ..., help="Why you need provider-level results (provider ids are PHI; audited)"
+    ),
+) -> None:
+    """Satisfaction survey answers (0-10) as NPS, overall and per provider."""
+    from telecrm.security.audit import AuditEntry, append_audit
+
+    rt = runtime()
+    cipher = rt.cipher()
+    scores: dict[str, list[int]] = {}
+    everyone: list[int] = []
+    with rt.engine.begin() as conn:
+        rows = list(conn.execute(select(nps_responses)))
+        for r in rows:
+            everyone.append(r.score)
+            provider = (
+                cipher.decrypt_json(r.provider_sealed, record_id=r.message_id, field="provider_id")
+                if r.provider_sealed
+                else "(no provider)"
+            )
+            scores.setdefault(str(provider), []).append(r.score)
+        if rows:
+            append_audit(
+                conn,
+                [
+                    AuditEntry(
+                        actor="cli",
+                        action="read",
+                        record_type="nps_response",
+                        record_ids=[str(r.id) for r in rows],
+                        fields=["provider_id"],
+                        purpose=reason[:200],
+                    )
+                ],
+                at_us=now_us(rt),
+            )
+    table = Table("provider", "answers", "promoters", "detractors", "NPS", title="satisfaction")
+    for name, values in [("all", everyone), *sorted(scores.items())]:
+        if not values:
+            continue
+        promoters = sum(1 for v in values if v >= 9) / len(values)
+        detractors = sum(1 for v in values if v <= 6) / len(values)
+        table.add_row(
+            name,
+            f"{len(values):,}",
+            f"{promoters:.0%}",
+            f"{detractors:.0%}",
+            f"{(promoters - detractors) * 100:+.0f}",
+        )
+    console.print(table)
