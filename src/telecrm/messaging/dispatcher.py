@@ -77,6 +77,7 @@ class DispatchReport:
     gave_up: int = 0
     expired: int = 0
     calls: int = 0
+    full: bool = False  # a channel had more due than one round takes
     reasons: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: DispatchReport) -> None:
@@ -137,21 +138,24 @@ class MessageDispatcher:
         self.sms_baa = sms_baa
         self.max_age_us = int(max_age_hours * 3_600_000_000)
         self._random = random.Random(seed)
+        self._full = False
 
     def drain(self, limit: int = 1000) -> DispatchReport:
         total = DispatchReport()
         while True:
             report = self.run_once(limit)
             total.add(report)
-            if report.claimed < limit or report.claimed == report.retried:
+            if not report.full or report.claimed == report.retried:
                 return total
 
     def run_once(self, limit: int = 1000) -> DispatchReport:
         cipher, index = self._cipher(), self._index()
         now_us = to_micros(self._clock.now())
         report = DispatchReport()
+        self._full = False
         with self._engine.begin() as conn:
             jobs = self._claim(conn, cipher, limit, now_us)
+            report.full = self._full
             report.claimed = len(jobs)
             if not jobs:
                 return report
@@ -203,18 +207,23 @@ class MessageDispatcher:
 
     # -- steps ------------------------------------------------------------------------------------
     def _claim(self, conn: Connection, cipher: FieldCipher, limit: int, now_us: int) -> list[Job]:
-        query = (
-            select(messages)
-            .where(
-                messages.c.status == "queued",
-                messages.c.due_us <= now_us,
-                messages.c.lease_until_us < now_us,
+        def due(channel: str) -> Any:
+            # Per channel: a round's emails fill SendGrid's batches whatever the SMS queue holds.
+            query = (
+                select(messages)
+                .where(
+                    messages.c.status == "queued",
+                    messages.c.channel == channel,
+                    messages.c.due_us <= now_us,
+                    messages.c.lease_until_us < now_us,
+                )
+                .order_by(messages.c.due_us)
+                .limit(limit)
             )
-            .order_by(messages.c.due_us)
-            .limit(limit)
-        )
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            return query
+
         # A message that could not go for so long is stale: configuring a provider later must
         # not send yesterday's reminders in a flood.
         conn.execute(
@@ -222,7 +231,11 @@ class MessageDispatcher:
             .where(messages.c.status == "queued", messages.c.due_us < now_us - self.max_age_us)
             .values(status="expired", reason="stale")
         )
-        rows = list(conn.execute(query))
+        rows: list[Any] = []
+        for channel in ("email", "sms"):
+            got = list(conn.execute(due(channel)))
+            self._full = self._full or len(got) == limit
+            rows.extend(got)
         if not rows:
             return []
         ids = [r.message_id for r in rows]
