@@ -281,9 +281,9 @@ def main() -> None:
     parser.add_argument(
         "--dispatch-limit",
         type=int,
-        default=2000,
-        help="dispatcher messages per round (email and SMS interleave, so 2000 fills SendGrid's "
-        "1000 personalizations; `telecrm serve` drains with 1000)",
+        default=1000,
+        help="dispatcher messages per round and channel (what `telecrm serve` uses: 1000 emails "
+        "fill one SendGrid request)",
     )
     parser.add_argument("--rate", type=int, default=100_000, help="sandbox requests per second")
     parser.add_argument("--naive-patients", type=int, default=1000)

@@ -69,7 +69,8 @@ def serve(
         1, min=1, max=64, help="Server processes (each with its own intake writer and worker)"
     ),
 ) -> None:
-    """Run the HTTP API: POST /v1/events, GET /healthz, GET /metrics."""
+    """Run the HTTP API: POST /v1/events and /v1/messages, the SendGrid and Twilio webhooks,
+    GET /healthz, GET /metrics."""
     import uvicorn
 
     from telecrm.api.app import create_app, tune_interpreter
