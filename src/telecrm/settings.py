@@ -68,7 +68,10 @@ class Settings(BaseSettings):
     support_phone: str = "(555) 010-0100"
     brand_address: str = "100 Example Street, Suite 200, Austin, TX 78701"
     message_max_age_hours: float = Field(
-        48, gt=0, description="A message not sent within this long after it was due expires"
+        48,
+        gt=0,
+        description="A trigger older than this sends nothing; a message not sent within this "
+        "long after it was due expires",
     )
     sendgrid_api_key: SecretStr | None = None
     sendgrid_url: str = "https://api.sendgrid.com"
@@ -86,6 +89,9 @@ class Settings(BaseSettings):
     )
     twilio_messaging_service_sid: str | None = None
     twilio_url: str = "https://api.twilio.com"
+    sms_concurrency: int = Field(
+        8, ge=1, le=64, description="Twilio calls in flight at once (one message per call)"
+    )
     twilio_baa: bool = Field(
         False, description="Twilio signed a BAA (HIPAA account): SMS templates may use PHI"
     )

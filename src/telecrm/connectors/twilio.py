@@ -10,6 +10,7 @@ codes and statuses ever leave this module, never a message, a number or a body.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,6 +59,7 @@ class TwilioConnector:
     def __init__(self, config: TwilioConfig, client: httpx.Client | None = None) -> None:
         self.config = config
         self.stats = SendStats()
+        self._stats_lock = threading.Lock()
         self._client = client or httpx.Client(timeout=config.timeout_seconds)
         self._url = (
             f"{config.base_url.rstrip('/')}/2010-04-01/Accounts/{config.account_sid}/Messages.json"
@@ -96,7 +98,8 @@ class TwilioConnector:
         }
         if self.config.status_callback_url:
             form["StatusCallback"] = self.config.status_callback_url
-        self.stats.calls += 1
+        with self._stats_lock:  # the dispatcher sends from several threads at once
+            self.stats.calls += 1
         try:
             response = self._client.post(self._url, data=form, auth=self._auth)
         except httpx.TimeoutException:
@@ -120,7 +123,8 @@ class TwilioConnector:
         if status == 401 or code == AUTH_FAILED:
             raise AuthFailed(name, "Twilio refused the account SID or auth token", status=status)
         if status == 429 or code == TOO_MANY_REQUESTS:
-            self.stats.rate_limited += 1
+            with self._stats_lock:
+                self.stats.rate_limited += 1
             raise RateLimited(
                 name, "Twilio's request limit", status=status, retry_after=_retry_after(response)
             )

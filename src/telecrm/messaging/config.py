@@ -122,11 +122,21 @@ def load_messaging_config(path: str | Path | None = None) -> MessagingConfig:
         raise MessagingConfigError(shown, exc.line, "", f"not valid YAML: {exc.problem}") from None
     if not isinstance(raw, dict):
         raise MessagingConfigError(shown, 1, "", "expected a mapping (version, triggers, ...)")
+    triggers = raw.get("triggers")
+    if isinstance(triggers, dict):
+        for name in triggers:
+            if name not in TRIGGERS:
+                raise MessagingConfigError(
+                    shown,
+                    line_of(lines, ("triggers", name)),
+                    f"triggers.{name}",
+                    f"not a trigger; the triggers are {', '.join(TRIGGERS)}",
+                )
     try:
         return MessagingConfig.model_validate({**raw, "path": shown})
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = tuple(first["loc"])
+        loc = tuple(p for p in first["loc"] if p != "[key]")
         dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         raise MessagingConfigError(
             shown, line_of(lines, loc), dotted, first["msg"].removeprefix("Value error, ")

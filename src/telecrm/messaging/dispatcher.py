@@ -13,6 +13,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -123,6 +124,7 @@ class MessageDispatcher:
         unsubscribe_groups: dict[str, int] | None = None,
         sms_baa: bool = False,
         max_age_hours: float = 48.0,
+        concurrency: int = 8,
         seed: int | None = None,
     ) -> None:
         self._engine = engine
@@ -137,6 +139,7 @@ class MessageDispatcher:
         self.unsubscribe_groups = dict(unsubscribe_groups or {})
         self.sms_baa = sms_baa
         self.max_age_us = int(max_age_hours * 3_600_000_000)
+        self.concurrency = concurrency
         self._random = random.Random(seed)
         self._full = False
 
@@ -347,35 +350,50 @@ class MessageDispatcher:
                 )
                 continue
             rendered.append((job, msg))
+        before = provider.stats.calls
         batch_max = max(1, provider.batch_max)
-        for start in range(0, len(rendered), batch_max):
-            chunk = rendered[start : start + batch_max]
-            by_id = {m.message_id: j for j, m in chunk}
-            before = provider.stats.calls
-            try:
-                if channel == "email":
-                    results = provider.send_emails([m for _, m in chunk])
-                else:
-                    results = provider.send_sms([m for _, m in chunk])
-            except RateLimited as exc:
-                results = [
-                    SendResult(
-                        i, "retry", code=exc.code, detail=f"retry_after={exc.retry_after or 0}"
-                    )
-                    for i in by_id
-                ]
-            except TransientFailure as exc:
-                results = [SendResult(i, "retry", code=exc.code) for i in by_id]
-            except ConnectorError as exc:  # auth or configuration: wait for the operator
-                results = [SendResult(i, "retry", code=exc.code, detail="operator") for i in by_id]
-            report.calls += provider.stats.calls - before
-            seen = set()
-            for result in results:
-                if result.message_id in by_id:
-                    seen.add(result.message_id)
-                    out.append((by_id[result.message_id], result))
-            for missing in set(by_id) - seen:  # a provider answer that skipped one: try again
-                out.append((by_id[missing], SendResult(missing, "retry", code="no_result")))
+        if batch_max > 1 or self.concurrency <= 1 or len(rendered) <= 1:
+            for start in range(0, len(rendered), batch_max):
+                out.extend(self._call(channel, provider, rendered[start : start + batch_max]))
+        else:
+            # One message per call (Twilio): a few calls in flight at once, each slice in order,
+            # so a provider's latency does not set the pace of a whole round.
+            n = min(self.concurrency, len(rendered))
+            size = -(-len(rendered) // n)
+            slices = [rendered[i : i + size] for i in range(0, len(rendered), size)]
+            with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="send") as pool:
+                for part in pool.map(lambda sl: self._call(channel, provider, sl), slices):
+                    out.extend(part)
+        report.calls += provider.stats.calls - before
+        return out
+
+    def _call(
+        self, channel: str, provider: Any, chunk: list[tuple[Job, EmailMessage | SmsMessage]]
+    ) -> list[tuple[Job, SendResult]]:
+        """One provider call (or one run of single-message calls): a result for every message."""
+        by_id = {m.message_id: j for j, m in chunk}
+        try:
+            if channel == "email":
+                results = provider.send_emails([m for _, m in chunk])
+            else:
+                results = provider.send_sms([m for _, m in chunk])
+        except RateLimited as exc:
+            results = [
+                SendResult(i, "retry", code=exc.code, detail=f"retry_after={exc.retry_after or 0}")
+                for i in by_id
+            ]
+        except TransientFailure as exc:
+            results = [SendResult(i, "retry", code=exc.code) for i in by_id]
+        except ConnectorError as exc:  # auth or configuration: wait for the operator
+            results = [SendResult(i, "retry", code=exc.code, detail="operator") for i in by_id]
+        out: list[tuple[Job, SendResult]] = []
+        seen = set()
+        for result in results:
+            if result.message_id in by_id:
+                seen.add(result.message_id)
+                out.append((by_id[result.message_id], result))
+        for missing in set(by_id) - seen:  # a provider answer that skipped one: try again
+            out.append((by_id[missing], SendResult(missing, "retry", code="no_result")))
         return out
 
     def _outcome(self, job: Job, result: SendResult) -> tuple[str, dict[str, Any]]:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, and_, update
+from sqlalchemy import Connection, and_, bindparam, update
 
 from telecrm.domain.consent import ConsentEntry
 from telecrm.messaging.planner import record_consent
@@ -34,6 +34,7 @@ def record_outcomes(
     """Every claimed message's outcome, its disclosure and its audit entry, in one transaction."""
     disclosed: list[dict[str, Any]] = []
     read_fields: set[str] = set()
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for job in jobs:
         r = job.row
         status, info = outcomes[r.message_id]
@@ -105,11 +106,16 @@ def record_outcomes(
             values.update(
                 status="suppressed", reason=info["reason"], trail=orjson.dumps(trail).decode()
             )
-        conn.execute(
+        values["mid"] = r.message_id
+        by_columns.setdefault(tuple(sorted(values)), []).append(values)
+    for columns, rows in by_columns.items():
+        # One statement per shape of outcome, executed for many rows (a round is thousands).
+        stmt = (
             update(messages)
-            .where(and_(messages.c.message_id == r.message_id, messages.c.status == "queued"))
-            .values(**values)
+            .where(and_(messages.c.message_id == bindparam("mid"), messages.c.status == "queued"))
+            .values({c: bindparam(c) for c in columns if c != "mid"})
         )
+        conn.execute(stmt, rows)
     if disclosed:
         conn.execute(disclosures.insert(), disclosed)
         append_audit(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -89,20 +89,73 @@ def _window(config: MessagingConfig, r: Recipient) -> tuple[time, time, str]:
     return start, end, "the default window"
 
 
+def _inside(instant: datetime, zone: ZoneInfo, start: time, end: time) -> bool:
+    t = instant.astimezone(zone).time().replace(tzinfo=None)
+    return (start <= t < end) if start < end else (t >= start or t < end)
+
+
+def _openings(day: date, zone: ZoneInfo, start: time) -> list[datetime]:
+    """The instants (UTC) at which the local clock shows `start` on `day`: none when it falls in
+    a spring-forward gap, two when it falls in the repeated hour of a fall-back day."""
+    wall = datetime.combine(day, start)
+    out = []
+    for fold in (0, 1):
+        at = wall.replace(tzinfo=zone, fold=fold).astimezone(UTC)
+        if at.astimezone(zone).replace(tzinfo=None) == wall and at not in out:
+            out.append(at)
+    return out
+
+
+def _transitions(since: datetime, zone: ZoneInfo, span: timedelta) -> list[datetime]:
+    """The instants in [since, since + span] at which the zone's UTC offset changes (hourly
+    samples, then bisection to the second: zones change offset at most a few times a year)."""
+
+    def offset(seconds: int) -> timedelta | None:
+        return datetime.fromtimestamp(seconds, UTC).astimezone(zone).utcoffset()
+
+    out = []
+    lo = int(since.timestamp())
+    lo_off = offset(lo)
+    for _ in range(int(span / timedelta(hours=1)) + 1):
+        hi = lo + 3600
+        hi_off = offset(hi)
+        if hi_off != lo_off:
+            a, b = lo, hi
+            while b - a > 1:
+                mid = (a + b) // 2
+                if offset(mid) == lo_off:
+                    a = mid
+                else:
+                    b = mid
+            out.append(datetime.fromtimestamp(b, UTC))
+        lo, lo_off = hi, hi_off
+    return out
+
+
 def next_allowed(now: datetime, zone: ZoneInfo, start: time, end: time) -> datetime:
-    """The first instant >= now inside [start, end) local time (a window may wrap midnight)."""
-    local = now.astimezone(zone)
-    t = local.time().replace(tzinfo=None)
-    if start == end:
+    """The first instant >= now inside [start, end) local time (a window may wrap midnight).
+
+    Works on instants, not wall times, so DST days hold: the window opens when the local clock
+    reaches `start` (twice in a repeated hour) or when a DST change moves the clock into the
+    window (the end of a spring-forward gap, or a fall-back into it).
+    """
+    if start == end or _inside(now, zone, start, end):
         return now
-    inside = (start <= t < end) if start < end else (t >= start or t < end)
-    if inside:
-        return now
-    day = local.date()
-    if start < end and t >= end:
-        day += timedelta(days=1)
-    opening = datetime.combine(day, start, tzinfo=zone)
-    return max(opening, now)
+    today = now.astimezone(zone).date()
+    span = timedelta(days=3, hours=1)  # today's, tomorrow's or (a window in a gap) the next
+    candidates = [
+        at
+        for at in (
+            *(
+                o
+                for offset in (0, 1, 2)
+                for o in _openings(today + timedelta(days=offset), zone, start)
+            ),
+            *_transitions(now, zone, span),
+        )
+        if at >= now and _inside(at, zone, start, end)
+    ]
+    return min(candidates, default=now + span)
 
 
 def decide(

@@ -147,6 +147,7 @@ def build_messaging(
         unsubscribe_groups=groups,
         sms_baa=s.twilio_baa,
         max_age_hours=s.message_max_age_hours,
+        concurrency=s.sms_concurrency,
     )
     tracker = Tracker(
         runtime.engine,
