@@ -8,6 +8,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -169,6 +170,17 @@ class MessagingSandbox:
 
     def reset(self) -> None:
         httpx.post(f"{self.url}/_sandbox/reset", timeout=60).raise_for_status()
+        self.set_latency(self.latency)
+
+    latency: float = 0.0
+
+    def set_latency(self, seconds: float) -> None:
+        """Every API answer takes this long (the sandbox's latency knob): a real provider's
+        round trip is tens of milliseconds, not loopback's fraction of one."""
+        self.latency = seconds
+        httpx.post(
+            f"{self.url}/_sandbox/faults", json={"latency_seconds": seconds}, timeout=60
+        ).raise_for_status()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -182,9 +194,22 @@ class Timed:
     spent inside its send calls (HTTP round trips and the connector's own work) and batch sizes."""
 
     inner: Any
-    seconds: float = 0.0
     batches: list[int] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)  # seconds of each send call
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time with at least one send call in flight (calls overlap: the dispatcher keeps
+        several Twilio calls going at once, so summing their durations would overcount)."""
+        total, end = 0.0, float("-inf")
+        for start, stop in sorted(self.spans):
+            if stop <= end:
+                continue
+            total += stop - max(start, end)
+            end = stop
+        return total
 
     @property
     def name(self) -> str:
@@ -205,14 +230,15 @@ class Timed:
         return self._timed(self.inner.send_sms, messages)
 
     def _timed(self, call: Callable[[Any], list[SendResult]], messages: Any) -> list[SendResult]:
-        self.batches.append(len(messages))
         started = time.perf_counter()
         try:
             return call(messages)
         finally:
-            took = time.perf_counter() - started
-            self.seconds += took
-            self.durations.append(took)
+            ended = time.perf_counter()
+            with self.lock:
+                self.batches.append(len(messages))
+                self.spans.append((started, ended))
+                self.durations.append(ended - started)
 
     def call_ms(self) -> dict[str, float | None]:
         """Median call, and the mean of the first and last tenth of the calls (drift)."""

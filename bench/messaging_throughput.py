@@ -286,6 +286,12 @@ def main() -> None:
         "fill one SendGrid request)",
     )
     parser.add_argument("--rate", type=int, default=100_000, help="sandbox requests per second")
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="each provider answer takes this long (e.g. 50 for a real API's round trip)",
+    )
     parser.add_argument("--naive-patients", type=int, default=1000)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
@@ -307,10 +313,13 @@ def main() -> None:
             "note": "limits raised so they never bind: this measures telecrm, not the quotas",
         },
     }
+    out["sandboxes"]["latency_ms"] = args.latency_ms
     sendgrid = MessagingSandbox("sendgrid", args.rate)
     try:
         twilio = MessagingSandbox("twilio", args.rate)
         try:
+            sendgrid.set_latency(args.latency_ms / 1000)
+            twilio.set_latency(args.latency_ms / 1000)
             out.update(run(args, sendgrid, twilio))
         finally:
             twilio.stop()
