@@ -23,7 +23,6 @@ from pydantic import SecretStr
 from bench.sync_support import free_port
 from telecrm.bootstrap import Runtime, bootstrap
 from telecrm.connectors.messaging_base import EmailMessage, SendResult, SendStats, SmsMessage
-from telecrm.domain.clock import FrozenClock
 from telecrm.domain.events import parse_event
 from telecrm.messaging.context import Links, build_event_variables
 from telecrm.messaging.templates import TemplateCatalog
@@ -52,8 +51,21 @@ LAST = ["Lovelace", "Hopper", "Turing", "García", "Okafor", "Nguyen", "Smith", 
 
 
 # -- the platform -----------------------------------------------------------------------------
-def new_runtime(work: Path, sendgrid_url: str, twilio_url: str) -> Runtime:
-    """A fresh SQLite runtime on a frozen clock, messaging on, the providers at the sandboxes."""
+class ShiftedClock:
+    """Real time, shifted to start at `at`: the rules see a daytime instant in every patient's
+    zone whenever the benchmark runs, and sleeps and pacing are real (a FrozenClock would turn
+    the dispatcher's paced, concurrent Twilio calls into one call after another)."""
+
+    def __init__(self, at: datetime) -> None:
+        self._offset = at - datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+
+def new_runtime(work: Path, sendgrid_url: str, twilio_url: str, rate: float) -> Runtime:
+    """A fresh SQLite runtime on a shifted real clock, messaging on, the providers at the
+    sandboxes, telecrm's own Twilio pacing at the sandboxes' (raised) rate."""
     settings = Settings(
         home=work,
         database_url=f"sqlite:///{work / 'bench.db'}",
@@ -67,8 +79,9 @@ def new_runtime(work: Path, sendgrid_url: str, twilio_url: str) -> Runtime:
         twilio_auth_token=SecretStr(TWILIO.auth_token),
         twilio_messaging_service_sid=TWILIO.messaging_service_sid,
         twilio_url=twilio_url,
+        twilio_rate=rate,
     )
-    return bootstrap(settings, clock=FrozenClock(NOW))
+    return bootstrap(settings, clock=ShiftedClock(NOW))
 
 
 def registrations(

@@ -4,10 +4,10 @@ Twilio sandboxes over loopback HTTP. Prints JSON.
 1. Serves the SendGrid and Twilio sandboxes, each in its own process (`telecrm sandbox sendgrid|
    twilio --port N --rate R`, free 127.0.0.1 ports) with --rate high enough that the limits never
    bind (checked: the connectors count every 429 they get).
-2. A fresh SQLite runtime (messaging on, providers wired from settings at the sandboxes) on a
-   FrozenClock at NOW = 2026-03-02 19:00 UTC, daytime in every US zone the patients live in, so
-   quiet hours defer nothing and the run does not depend on when it is started; every timing is
-   wall time (perf_counter), the frozen clock only fixes the instants the rules see.
+2. A fresh SQLite runtime (messaging on, providers wired from settings at the sandboxes, its own
+   Twilio pacing at --rate) on real time shifted to start at NOW = 2026-03-02 19:00 UTC, daytime
+   in every US zone the patients live in, so quiet hours defer nothing and the run does not
+   depend on when it is started; every timing is wall time (perf_counter).
 3. Setup (not measured as throughput): --patients patient.registered events, email consent for
    all, SMS consent for --sms-consent-share, ~--spanish-share in Spanish, accepted through
    runtime.intake() in chunks and projected by runtime.worker().drain(): the projection writes
@@ -82,7 +82,7 @@ def count(rt: Runtime, table: Any) -> int:
 def run(args: argparse.Namespace, sendgrid: MessagingSandbox, twilio: MessagingSandbox) -> dict:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        rt = new_runtime(Path(tmp), sendgrid.url, twilio.url)
+        rt = new_runtime(Path(tmp), sendgrid.url, twilio.url, args.rate)
         raw = registrations(
             args.patients,
             args.seed,
@@ -299,8 +299,8 @@ def main() -> None:
         "benchmark": "messaging_throughput",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "database": "sqlite (WAL, synchronous=NORMAL)",
-        "clock": f"FrozenClock at {NOW.isoformat()} (daytime in all patient zones); "
-        "timings are wall time",
+        "clock": f"real time shifted to start at {NOW.isoformat()} (daytime in all patient "
+        "zones); timings are wall time",
         "scale": {
             "patients": args.patients,
             "seed": args.seed,

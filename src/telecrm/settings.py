@@ -89,6 +89,13 @@ class Settings(BaseSettings):
     )
     twilio_messaging_service_sid: str | None = None
     twilio_url: str = "https://api.twilio.com"
+    twilio_rate: float = Field(
+        80,
+        gt=0,
+        le=1_000_000,
+        description="Twilio API requests per second, shared by every process (set under your "
+        "account's limit)",
+    )
     sms_concurrency: int = Field(
         8, ge=1, le=64, description="Twilio calls in flight at once (one message per call)"
     )

@@ -33,6 +33,7 @@ from telecrm.domain.fields import FIELDS
 from telecrm.messaging.content_guard import phi_leaks
 from telecrm.messaging.context import Brand, Links
 from telecrm.messaging.outcomes import record_outcomes
+from telecrm.messaging.pacing import ProviderBudget
 from telecrm.messaging.planner import address_bidx, consent_books
 from telecrm.messaging.tables import message_suppressions, messages
 from telecrm.messaging.templates import TemplateCatalog
@@ -125,6 +126,7 @@ class MessageDispatcher:
         sms_baa: bool = False,
         max_age_hours: float = 48.0,
         concurrency: int = 8,
+        budgets: dict[str, ProviderBudget] | None = None,
         seed: int | None = None,
     ) -> None:
         self._engine = engine
@@ -140,6 +142,7 @@ class MessageDispatcher:
         self.sms_baa = sms_baa
         self.max_age_us = int(max_age_hours * 3_600_000_000)
         self.concurrency = concurrency
+        self.budgets = dict(budgets or {})
         self._random = random.Random(seed)
         self._full = False
 
@@ -352,18 +355,38 @@ class MessageDispatcher:
             rendered.append((job, msg))
         before = provider.stats.calls
         batch_max = max(1, provider.batch_max)
-        if batch_max > 1 or self.concurrency <= 1 or len(rendered) <= 1:
+        budget = self.budgets.get(channel)
+        if batch_max > 1:
             for start in range(0, len(rendered), batch_max):
                 out.extend(self._call(channel, provider, rendered[start : start + batch_max]))
-        else:
-            # One message per call (Twilio): a few calls in flight at once, each slice in order,
-            # so a provider's latency does not set the pace of a whole round.
-            n = min(self.concurrency, len(rendered))
-            size = -(-len(rendered) // n)
-            slices = [rendered[i : i + size] for i in range(0, len(rendered), size)]
-            with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="send") as pool:
-                for part in pool.map(lambda sl: self._call(channel, provider, sl), slices):
-                    out.extend(part)
+        elif rendered:
+            # One message per call (Twilio): calls start `interval` apart from the account's
+            # shared budget, up to `concurrency` in flight, so neither the provider's latency nor
+            # its request limit sets the pace of a whole round.
+            first = budget.reserve(len(rendered)) if budget else 0
+            if self.concurrency <= 1 or (budget is not None and budget.simulated):
+                for k, item in enumerate(rendered):
+                    if budget is not None:
+                        budget.wait_until(first + k * budget.interval_us)
+                    out.extend(self._call(channel, provider, [item]))
+            else:
+                pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="send")
+                with pool:
+                    futures = []
+                    for k, item in enumerate(rendered):
+                        if budget is not None:
+                            budget.wait_until(first + k * budget.interval_us)
+                        futures.append(pool.submit(self._call, channel, provider, [item]))
+                    for future in futures:
+                        out.extend(future.result())
+        if budget is not None:
+            waits = [
+                float(r.detail.split("=", 1)[1] or 0)
+                for _, r in out
+                if r.detail and r.detail.startswith("retry_after=")
+            ]
+            if waits:
+                budget.back_off(max(1.0, *waits))
         report.calls += provider.stats.calls - before
         return out
 
@@ -411,7 +434,8 @@ class MessageDispatcher:
             return ("opted_out", {"code": result.code})
         if result.outcome == "rejected":
             return ("rejected", {"code": result.code, "reason": result.code})
-        retry_after = 0.0
         if result.detail and result.detail.startswith("retry_after="):
-            retry_after = float(result.detail.split("=", 1)[1] or 0)
-        return ("queued", {"code": result.code, "retry_in": retry_after})
+            # The provider's limit, not this message: try again when it says, no attempt spent.
+            retry_after = max(1.0, float(result.detail.split("=", 1)[1] or 0))
+            return ("queued", {"code": result.code, "retry_in": retry_after, "limited": True})
+        return ("queued", {"code": result.code, "retry_in": 0.0})

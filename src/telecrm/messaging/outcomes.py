@@ -61,6 +61,13 @@ def record_outcomes(
                     "purpose": f"{r.purpose} message {r.template}"[:64],
                 }
             )
+        elif status == "queued" and info.get("limited"):
+            report.retried += 1
+            values.update(
+                due_us=now_us + int(info["retry_in"] * 1e6),
+                attempts=r.attempts,
+                code=info.get("code"),
+            )
         elif status == "queued":
             if r.attempts + 1 >= MAX_ATTEMPTS and info.get("code") != "not_configured":
                 report.gave_up += 1

@@ -15,11 +15,13 @@ from telecrm.domain.messages import TriggerFired
 from telecrm.messaging.config import MessagingConfig, check_templates, load_messaging_config
 from telecrm.messaging.context import Brand, Links
 from telecrm.messaging.dispatcher import MessageDispatcher, SecretVault
+from telecrm.messaging.pacing import ProviderBudget
 from telecrm.messaging.planner import MessagePlanner
 from telecrm.messaging.tables import message_triggers
 from telecrm.messaging.templates import TemplateCatalog
 from telecrm.messaging.tracking import Tracker
 from telecrm.settings import Settings
+from telecrm.sync.rate_gate import clock_sleep
 
 if TYPE_CHECKING:
     from telecrm.bootstrap import Runtime
@@ -133,6 +135,15 @@ def build_messaging(
         catalog,
         max_trigger_age_hours=s.message_max_age_hours,
     )
+    budgets: dict[str, ProviderBudget] = {}
+    if sms is not None:
+        budgets["sms"] = ProviderBudget(
+            runtime.engine,
+            f"twilio:{s.twilio_account_sid or 'account'}",
+            s.twilio_rate,
+            runtime.clock,
+            clock_sleep(runtime.clock),
+        )
     dispatcher = MessageDispatcher(
         runtime.engine,
         runtime.cipher,
@@ -148,6 +159,7 @@ def build_messaging(
         sms_baa=s.twilio_baa,
         max_age_hours=s.message_max_age_hours,
         concurrency=s.sms_concurrency,
+        budgets=budgets,
     )
     tracker = Tracker(
         runtime.engine,
