@@ -255,7 +255,7 @@ def demo_messaging(rt: Runtime, console: Console, *, secret: str, port: int, pat
     )
     table.add_row(
         "Twilio",
-        "no (TELECRM_TWILIO_BAA=false)",
+        "no (TWILIO_BAA off)",
         str(len(planted)),
         "[green]0[/]" if not leaks_tw else f"[red]{len(leaks_tw)}[/]",
     )
