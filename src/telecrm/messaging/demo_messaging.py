@@ -12,11 +12,8 @@ the reasons, the engagement rates, one explain trail, and the PHI canary check.
 from __future__ import annotations
 
 import random
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
+from telecrm.api.app import create_app
 from telecrm.bootstrap import Runtime, bootstrap
 from telecrm.ingest.signatures import signed_headers
 from telecrm.messaging.commands import message_summary, print_summary, print_why
@@ -33,7 +31,7 @@ from telecrm.messaging.tables import message_triggers, messages
 from telecrm.messaging.wiring import INBOUND_PATH, STATUS_PATH
 from telecrm.sandbox.sendgrid import SendGridSandboxConfig, create_sendgrid_sandbox
 from telecrm.sandbox.twilio import TwilioSandbox, TwilioSandboxConfig
-from telecrm.sync.demo_sync import _serve
+from telecrm.sync.demo_sync import serve_on_loopback
 
 ZONES = (
     ("America/New_York", "en"),
@@ -168,35 +166,13 @@ def _wait(rt: Runtime, seconds: float = 60.0) -> None:
         time.sleep(0.3)
 
 
-@contextmanager
-def _api(rt: Runtime, port: int) -> Iterator[str]:
-    import uvicorn
-
-    from telecrm.api.app import create_app
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(rt), host="127.0.0.1", port=port, log_level="error", access_log=False
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 def demo_messaging(rt: Runtime, console: Console, *, secret: str, port: int, patients: int) -> bool:
     """Returns whether the PHI canary stayed out of SendGrid (and out of Twilio without a BAA)."""
     rng = random.Random(11)
     sendgrid = create_sendgrid_sandbox(SendGridSandboxConfig(seed=3))
     twilio = TwilioSandbox(TwilioSandboxConfig(seed=5, reply_rate=0.6, stop_rate=0.03))
     public = f"http://127.0.0.1:{port}"
-    with _serve(sendgrid.app) as sg_url, _serve(twilio.app) as tw_url:
+    with serve_on_loopback(sendgrid.app) as sg_url, serve_on_loopback(twilio.app) as tw_url:
         httpx.post(f"{sg_url}/_sandbox/webhook", json={"url": f"{public}/webhooks/sendgrid"})
         httpx.post(
             f"{tw_url}/_sandbox/webhook",
@@ -218,7 +194,10 @@ def demo_messaging(rt: Runtime, console: Console, *, secret: str, port: int, pat
         live = type(live).model_validate(live.model_dump())  # SecretStr fields from plain text
         rt2 = bootstrap(live, engine=rt.engine, migrate=False)
         started = time.perf_counter()
-        with _api(rt2, port), httpx.Client(base_url=public, timeout=60) as client:
+        with (
+            serve_on_loopback(create_app(rt2), port, lifespan="on"),
+            httpx.Client(base_url=public, timeout=60) as client,
+        ):
             batch = _events(patients, datetime.now(UTC), rng)
             _post_events(client, secret, batch)
             console.print(f"posted {len(batch):,} of today's events for {patients:,} new patients")

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select, update
 
 from telecrm.domain.clock import Clock, FrozenClock, to_micros
 from telecrm.store.upsert import insert_ignoring_conflicts
+from telecrm.sync.rate_gate import pause_account
 from telecrm.sync.tables import rate_budgets
 
 
@@ -64,18 +65,4 @@ class ProviderBudget:
 
     def back_off(self, seconds: float) -> None:
         """The provider refused for its limit: every dispatcher of this account waits."""
-        until = to_micros(self._clock.now()) + int(seconds * 1e6)
-        with self._engine.begin() as conn:
-            insert_ignoring_conflicts(
-                conn, rate_budgets, [{"account": self.account, "tat_us": 0}], ["account"]
-            )
-            row = conn.execute(
-                select(rate_budgets.c.paused_until_us, rate_budgets.c.refusals).where(
-                    rate_budgets.c.account == self.account
-                )
-            ).one()
-            conn.execute(
-                update(rate_budgets)
-                .where(rate_budgets.c.account == self.account)
-                .values(paused_until_us=max(row.paused_until_us, until), refusals=row.refusals + 1)
-            )
+        pause_account(self._engine, self.account, to_micros(self._clock.now()) + int(seconds * 1e6))

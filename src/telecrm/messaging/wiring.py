@@ -34,20 +34,22 @@ class ProviderNotConfigured(RuntimeError):
     pass
 
 
+def unsubscribe_groups(settings: Settings) -> dict[str, int]:
+    """SendGrid ASM group id per purpose, as configured (`telecrm messages provision`)."""
+    pairs = (
+        ("transactional", settings.sendgrid_transactional_group),
+        ("marketing", settings.sendgrid_marketing_group),
+    )
+    return {purpose: group for purpose, group in pairs if group is not None}
+
+
 def email_provider(settings: Settings, client: httpx.Client | None = None) -> EmailProvider | None:
     """SendGrid when TELECRM_SENDGRID_API_KEY is set, else None (messages wait, then expire)."""
     if settings.sendgrid_api_key is None:
         return None
     from telecrm.connectors.sendgrid import SendGridConfig, SendGridConnector
 
-    groups = {
-        purpose: group
-        for purpose, group in (
-            ("transactional", settings.sendgrid_transactional_group),
-            ("marketing", settings.sendgrid_marketing_group),
-        )
-        if group is not None
-    }
+    groups = unsubscribe_groups(settings)
     config = SendGridConfig(
         base_url=settings.sendgrid_url,
         api_key=settings.sendgrid_api_key,
@@ -118,14 +120,7 @@ def build_messaging(
         sms = sms or sms_provider(s)
     vault = SecretVault()
     brand = brand_of(s)
-    groups = {
-        p: g
-        for p, g in (
-            ("transactional", s.sendgrid_transactional_group),
-            ("marketing", s.sendgrid_marketing_group),
-        )
-        if g is not None
-    }
+    groups = unsubscribe_groups(s)
     planner = MessagePlanner(
         runtime.engine,
         runtime.cipher,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -140,3 +140,19 @@ def sandbox_client(app: ASGIApp, base_url: str = "http://sandbox", **kwargs: Any
 
 
 Sleep = Callable[[float], Any]
+
+
+def set_faults(plan: FaultPlan, raw: bytes | str | None) -> tuple[int, dict[str, Any]]:
+    """`POST /_sandbox/faults`: (status, body) every sandbox answers with."""
+    try:
+        plan.set(Faults.model_validate_json(raw or b"{}"))
+    except ValidationError as exc:
+        return 422, {"detail": exc.errors(include_input=False, include_url=False)}
+    return 200, plan.faults.model_dump()
+
+
+def serve_app(app: ASGIApp, host: str, port: int) -> None:
+    """Run a sandbox under uvicorn until interrupted (the `telecrm sandbox ...` commands)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="off")

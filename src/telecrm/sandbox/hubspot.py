@@ -22,14 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from telecrm.sandbox import hubspot_batches as hb
 from telecrm.sandbox import hubspot_store as hs
-from telecrm.sandbox.faults import ADMIN_PREFIX, DropConnection, FaultInjector, FaultPlan, Faults
+from telecrm.sandbox.faults import (
+    ADMIN_PREFIX,
+    DropConnection,
+    FaultInjector,
+    FaultPlan,
+    serve_app,
+    set_faults,
+)
 
 TOKEN_PATH = "/oauth/v1/token"  # noqa: S105 - a path, not a secret; OAuth v1 token endpoint (crm-apis.md §1.1)
 ACCESS_TOKEN_TTL_S = 1800  # expires_in in HubSpot's token examples (crm-apis.md §1.1)
@@ -452,11 +459,7 @@ class HubSpotSandbox:
             with self._lock:
                 return Reply(200, self.stats.as_json())
         if method == "POST" and rest == "/faults":
-            try:
-                self.faults.set(Faults.model_validate_json(raw or b"{}"))
-            except ValidationError as exc:
-                return Reply(422, {"detail": exc.errors(include_input=False, include_url=False)})
-            return Reply(200, self.faults.faults.model_dump())
+            return Reply(*set_faults(self.faults, raw))
         if method == "POST" and rest == "/reset":
             self.reset()
             return Reply(200, {"reset": True})
@@ -474,13 +477,5 @@ def create_hubspot_sandbox(
 
 
 def serve_hubspot_sandbox(host: str, port: int, config: HubSpotSandboxConfig | None = None) -> None:
-    """Run the sandbox under uvicorn until interrupted (what `telecrm sandbox hubspot` calls)."""
-    import uvicorn
-
-    uvicorn.run(
-        create_hubspot_sandbox(config).app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-    )
+    """Run the sandbox under uvicorn until interrupted (for `telecrm sandbox hubspot`)."""
+    serve_app(create_hubspot_sandbox(config).app, host, port)

@@ -24,14 +24,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from telecrm.sandbox import sendgrid_mail as mail
 from telecrm.sandbox import sendgrid_suppressions as suppressions_api
-from telecrm.sandbox.faults import ADMIN_PREFIX, DropConnection, FaultInjector, FaultPlan, Faults
+from telecrm.sandbox.faults import (
+    ADMIN_PREFIX,
+    DropConnection,
+    FaultInjector,
+    FaultPlan,
+    serve_app,
+    set_faults,
+)
 from telecrm.sandbox.sendgrid_events import (
     ENGAGEMENT_KINDS,
     EVENT_BATCH_MAX,
@@ -407,11 +414,7 @@ class SendGridSandbox:
                 return Reply(422, {"detail": str(exc)})
             return Reply(200, {"event": event})
         if method == "POST" and rest == "/faults":
-            try:
-                self.faults.set(Faults.model_validate_json(raw or b"{}"))
-            except ValidationError as exc:
-                return Reply(422, {"detail": exc.errors(include_input=False, include_url=False)})
-            return Reply(200, self.faults.faults.model_dump())
+            return Reply(*set_faults(self.faults, raw))
         if method == "POST" and rest == "/reset":
             self.reset()
             return Reply(200, {"reset": True})
@@ -433,12 +436,4 @@ def serve_sendgrid_sandbox(
     host: str, port: int, config: SendGridSandboxConfig | None = None
 ) -> None:
     """Run the sandbox under uvicorn until interrupted (for `telecrm sandbox sendgrid`)."""
-    import uvicorn
-
-    uvicorn.run(
-        create_sendgrid_sandbox(config).app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-    )
+    serve_app(create_sendgrid_sandbox(config).app, host, port)

@@ -27,7 +27,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import httpx
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -36,7 +35,14 @@ from starlette.types import Receive, Scope, Send
 from telecrm.messaging.segments import count_segments
 from telecrm.messaging.twilio_webhook import classify_keyword, twilio_signature
 from telecrm.sandbox import twilio_store as ts
-from telecrm.sandbox.faults import ADMIN_PREFIX, DropConnection, FaultInjector, FaultPlan, Faults
+from telecrm.sandbox.faults import (
+    ADMIN_PREFIX,
+    DropConnection,
+    FaultInjector,
+    FaultPlan,
+    serve_app,
+    set_faults,
+)
 from telecrm.sandbox.twilio_store import StoredMessage, TwilioSandboxConfig, TwilioSandboxStats
 
 Sleep = Callable[[float], Awaitable[None] | None]
@@ -345,11 +351,7 @@ class TwilioSandbox:
         if method == "GET" and rest == "/faults":
             return 200, self.faults.faults.model_dump()
         if method == "POST" and rest == "/faults":
-            try:
-                self.faults.set(Faults.model_validate(payload))
-            except ValidationError as exc:
-                return 422, {"detail": exc.errors(include_input=False, include_url=False)}
-            return 200, self.faults.faults.model_dump()
+            return set_faults(self.faults, raw)
         if method == "POST" and rest == "/reset":
             self.reset()
             return 200, {"reset": True}
@@ -376,12 +378,5 @@ class TwilioSandbox:
 
 
 def serve_twilio_sandbox(host: str, port: int, config: TwilioSandboxConfig | None = None) -> None:
-    """Run the sandbox under uvicorn until interrupted (what `telecrm sandbox twilio` will call)."""
-    import uvicorn
-
-    uvicorn.run(
-        TwilioSandbox(config).app, host=host, port=port, log_level="warning", lifespan="off"
-    )
-
-
-__all__ = ["TwilioSandbox", "TwilioSandboxConfig", "post_form", "serve_twilio_sandbox"]
+    """Run the sandbox under uvicorn until interrupted (for `telecrm sandbox twilio`)."""
+    serve_app(TwilioSandbox(config).app, host, port)

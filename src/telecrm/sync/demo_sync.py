@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from rich.console import Console
@@ -39,16 +39,27 @@ HUBSPOT_FAULTS = Faults(error_rate=0.05, storm_requests=3, seed=1)  # shown, the
 
 
 @contextmanager
-def _serve(app: Any) -> Iterator[str]:
+def serve_on_loopback(
+    app: Any, port: int | None = None, *, lifespan: Literal["on", "off"] = "off"
+) -> Iterator[str]:
+    """Serve an ASGI app on 127.0.0.1 (a free port unless given) for the length of the block."""
     import socket
 
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="error",
+            lifespan=lifespan,
+            access_log=False,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -75,7 +86,7 @@ def demo_crm_sync(rt: Runtime, console: Console) -> bool:
     hubspot = create_hubspot_sandbox(HubSpotSandboxConfig())
     salesforce = create_salesforce_sandbox(SalesforceSandboxConfig())
     ok = True
-    with _serve(hubspot.app) as hs_url, _serve(salesforce.app) as sf_url:
+    with serve_on_loopback(hubspot.app) as hs_url, serve_on_loopback(salesforce.app) as sf_url:
         env = {
             "TELECRM_HUBSPOT_TOKEN": "pat-na1-sandbox",
             "TELECRM_SALESFORCE_CLIENT_ID": "sandbox-client-id",

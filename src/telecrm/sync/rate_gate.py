@@ -115,21 +115,25 @@ class DbCallGate:
             self.back_off(self._limits.per_seconds / 10)
 
     def back_off(self, seconds: float, *, daily: bool = False) -> None:
-        until = to_micros(self._clock.now()) + int(seconds * 1e6)
-        with self._engine.begin() as conn:
-            insert_ignoring_conflicts(
-                conn, rate_budgets, [{"account": self.account, "tat_us": 0}], ["account"]
+        pause_account(self._engine, self.account, to_micros(self._clock.now()) + int(seconds * 1e6))
+
+
+def pause_account(engine: Engine, account: str, until_us: int) -> None:
+    """Every caller of this account waits until `until_us` (a refusal counted)."""
+    with engine.begin() as conn:
+        insert_ignoring_conflicts(
+            conn, rate_budgets, [{"account": account, "tat_us": 0}], ["account"]
+        )
+        row = conn.execute(
+            select(rate_budgets.c.paused_until_us, rate_budgets.c.refusals).where(
+                rate_budgets.c.account == account
             )
-            row = conn.execute(
-                select(rate_budgets.c.paused_until_us, rate_budgets.c.refusals).where(
-                    rate_budgets.c.account == self.account
-                )
-            ).one()
-            conn.execute(
-                update(rate_budgets)
-                .where(rate_budgets.c.account == self.account)
-                .values(paused_until_us=max(row.paused_until_us, until), refusals=row.refusals + 1)
-            )
+        ).one()
+        conn.execute(
+            update(rate_budgets)
+            .where(rate_budgets.c.account == account)
+            .values(paused_until_us=max(row.paused_until_us, until_us), refusals=row.refusals + 1)
+        )
 
 
 def clock_sleep(clock: Clock) -> Callable[[float], None]:
