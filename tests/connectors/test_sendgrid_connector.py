@@ -289,3 +289,39 @@ def test_global_unsubscribe_round_trip_and_drop(rig: Rig) -> None:
     }  # 202, then dropped
     dropped = [e for e in rig.sandbox.pending_events if e["event"] == "dropped"]
     assert [(e["telecrm_message_id"], e["reason"]) for e in dropped] == [("msg-1", "Unsubscribed Address")]  # fmt: skip
+
+
+# -- SendGrid-hosted dynamic templates --------------------------------------------------------------
+HOSTED = "d-" + "0123456789abcdef" * 2
+
+
+def test_a_hosted_template_gets_dynamic_data_per_recipient_and_no_content(rig: Rig) -> None:
+    rig.sandbox.add_template(
+        HOSTED,
+        subject="Order {{event.order_id}} confirmed",
+        html="<p>Hi {{patient.first_name}}, order {{event.order_id}}</p>",
+        text="Hi {{patient.first_name}}",
+    )
+    data = [
+        {"patient": {"first_name": "Ana <b>"}, "event": {"order_id": "o-1"}},
+        {"patient": {"first_name": "Ben"}, "event": {"order_id": "o-2"}},
+    ]
+    batch = [
+        message(i + 1, template_id=HOSTED, dynamic_data=d, category="order_confirmation")
+        for i, d in enumerate(data)
+    ]
+    batch.append(message(9))  # a locally rendered one goes in its own request
+    assert set(outcomes(rig.connector.send_emails(batch)).values()) == {"sent"}
+    hosted_body, local_body = sorted(rig.mail_bodies(), key=lambda b: "template_id" not in b)
+    assert hosted_body["template_id"] == HOSTED
+    assert "content" not in hosted_body and "subject" not in hosted_body
+    assert [p["dynamic_template_data"] for p in hosted_body["personalizations"]] == data
+    assert "content" in local_body and "template_id" not in local_body
+    stored = {m["email"]: m for m in rig.sandbox.messages}
+    assert stored["patient1@example.com"]["subject"] == "Order o-1 confirmed"
+    assert stored["patient1@example.com"]["html"] == "<p>Hi Ana &lt;b&gt;, order o-1</p>"
+
+
+def test_an_unknown_hosted_template_is_refused_by_field(rig: Rig) -> None:
+    results = rig.connector.send_emails([message(1, template_id=HOSTED, dynamic_data={})])
+    assert [(r.outcome, r.detail) for r in results] == [("rejected", "template_id")]

@@ -5,6 +5,7 @@ a template that names them, and each such send is recorded as a PHI disclosure."
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -170,3 +171,34 @@ def test_the_send_time_guard_catches_a_phi_value_in_rendered_content() -> None:
     assert phi_leaks(values, ["Your refill of canarymycin is ready"])
     assert not phi_leaks(values, ["Hi Ada, your refill is ready"])
     assert not phi_leaks({"first_name": "Ada"}, ["Ada"])  # a name is not PHI
+
+
+def test_a_sendgrid_hosted_template_receives_only_what_our_template_uses(
+    runtime, clock, tmp_path: Path
+) -> None:
+    from telecrm.messaging.config import BUILTIN
+
+    hosted = "d-" + "ab" * 16
+    config = tmp_path / "messaging.yaml"
+    config.write_text(BUILTIN.read_text() + f"\nsendgrid_templates:\n  welcome: {hosted}\n")
+    clock.set(DAYTIME)
+    with messaging_harness(runtime, clock, settings={"messaging_config": config}) as h:
+        h.sendgrid.add_template(
+            hosted,
+            subject="Welcome, {{patient.first_name}}",
+            html="<p>{{links.portal}}</p>",
+            text="{{brand.name}}",
+        )
+        h.feed(_every_trigger("pat_canary", DAYTIME))
+        h.run()
+        welcome = next(m for m in h.sendgrid.messages if m["categories"] == ["welcome"])
+        assert welcome["subject"] == "Welcome, Ada"
+        bodies = [b for b in h.sent_bytes["sendgrid"] if hosted.encode() in b]
+        assert len(bodies) == 1
+        body = json.loads(bodies[0].split(b"\n", 1)[1])
+        (data,) = [p["dynamic_template_data"] for p in body["personalizations"]]
+        used = h.parts.catalog.references("welcome", "email")
+        assert {f"{ns}.{k}" for ns, values in data.items() for k in values} <= used
+        assert data["patient"] == {"first_name": "Ada"}
+        for canary in CANARIES:
+            assert canary.lower().encode() not in bodies[0].lower()

@@ -655,3 +655,18 @@ def test_a_default_timezone_naming_a_tzdata_directory_is_a_config_error(tmp_path
     err = config_error(write(tmp_path, "version: 1\ndefault_timezone: America\n"))
     assert (err.line, err.field) == (2, "default_timezone")
     assert err.problem == "'America' is not an IANA timezone name"
+
+
+def test_a_hosted_sendgrid_template_must_stand_for_one_of_our_email_templates(
+    tmp_path: Path,
+) -> None:
+    from telecrm.messaging.config import check_templates, load_messaging_config
+
+    path = write(tmp_path, "version: 1\nsendgrid_templates:\n  welcome: d-" + "0" * 32 + "\n")
+    config = load_messaging_config(path)
+    check_templates(config, {("welcome", "email")})  # fine
+    with pytest.raises(MessagingConfigError) as refused:
+        check_templates(config, {("welcome", "sms")})
+    assert refused.value.field == "sendgrid_templates.welcome"
+    bad = write(tmp_path, "version: 1\nsendgrid_templates:\n  welcome: not-an-id\n")
+    assert config_error(bad).field == "sendgrid_templates.welcome"

@@ -11,9 +11,9 @@ error codes, HTTP statuses and field names.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 SendOutcome = Literal["sent", "rejected", "opted_out", "retry"]
 """sent: the provider accepted the message (202 / 201); rejected: permanent refusal for this
@@ -34,6 +34,10 @@ class EmailMessage:
     text: str
     category: str  # our template name, e.g. "order_confirmation" (never PHI)
     unsubscribe_group: int | None = None  # SendGrid asm.group_id for this purpose
+    # A SendGrid-hosted dynamic template (d-...) renders the email instead of subject/html/text,
+    # from `dynamic_data`: exactly the variables our own template uses, so the PHI lint holds.
+    template_id: str | None = None
+    dynamic_data: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

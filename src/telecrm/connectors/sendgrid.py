@@ -70,6 +70,8 @@ def _substitutions(m: EmailMessage) -> dict[str, str]:
 
 def _needs_inline(m: EmailMessage) -> bool:
     """Would this message's substitutions pass SendGrid's 10,000 bytes? (JSON size: an upper bound.)"""
+    if m.template_id:
+        return False  # a hosted template carries the content; no substitutions
     size = len(json.dumps(_substitutions(m), ensure_ascii=False).encode())
     return size > SUBSTITUTIONS_MAX_BYTES
 
@@ -78,10 +80,11 @@ def plan_requests(
     messages: Sequence[EmailMessage], batch_max: int = SENDGRID_BATCH_MAX
 ) -> list[list[EmailMessage]]:
     """Split a batch into mail-send requests: one per (category, unsubscribe group), an address at
-    most once per request, at most `batch_max` messages each, an oversized message alone."""
-    groups: dict[tuple[str, int | None], list[EmailMessage]] = {}
+    most once per request, at most `batch_max` messages each, an oversized message alone. Messages
+    of a hosted dynamic template go together (template_id is per request)."""
+    groups: dict[tuple[str, int | None, str | None], list[EmailMessage]] = {}
     for m in messages:
-        groups.setdefault((m.category, m.unsubscribe_group), []).append(m)
+        groups.setdefault((m.category, m.unsubscribe_group, m.template_id), []).append(m)
     planned: list[list[EmailMessage]] = []
     for group in groups.values():
         rounds: list[tuple[set[str], list[EmailMessage]]] = []
@@ -194,12 +197,18 @@ class SendGridConnector:
             to: dict[str, str] = {"email": m.to_email}
             if m.to_name:
                 to["name"] = m.to_name
-            p: dict[str, Any] = {"to": [to], "subject": m.subject}
-            if not inline:
+            p: dict[str, Any] = {"to": [to]}
+            if first.template_id:
+                p["dynamic_template_data"] = dict(m.dynamic_data or {})
+            else:
+                p["subject"] = m.subject
+            if not inline and not first.template_id:
                 p["substitutions"] = _substitutions(m)
             p["custom_args"] = {MESSAGE_ID_ARG: m.message_id}
             body["personalizations"].append(p)
-        if inline:
+        if first.template_id:
+            body["template_id"] = first.template_id
+        elif inline:
             body["subject"] = first.subject or SUBJECT_TAG
             parts = [("text/plain", first.text), ("text/html", first.html)]
             body["content"] = [{"type": t, "value": v} for t, v in parts if v] or [

@@ -78,6 +78,11 @@ class MessagingConfig(_Model):
     unsubscribe_groups: dict[Literal["transactional", "marketing"], str] = Field(
         default_factory=dict
     )
+    # Optional: email templates SendGrid renders (dynamic templates made in its editor), by our
+    # template name. They receive only the variables our own template of that name uses.
+    sendgrid_templates: dict[str, Annotated[str, Field(pattern=r"^d-[0-9a-f]{32}$")]] = Field(
+        default_factory=dict
+    )
 
     @field_validator("triggers")
     @classmethod
@@ -144,7 +149,17 @@ def load_messaging_config(path: str | Path | None = None) -> MessagingConfig:
 
 
 def check_templates(config: MessagingConfig, known: set[tuple[str, str]]) -> None:
-    """Every (template, channel) the triggers name must exist in the template catalog."""
+    """Every (template, channel) the triggers name must exist in the template catalog, and every
+    SendGrid-hosted template must stand for one of our email templates (its variables' lint)."""
+    for name in config.sendgrid_templates:
+        if (name, "email") not in known:
+            raise MessagingConfigError(
+                config.path,
+                None,
+                f"sendgrid_templates.{name}",
+                f"no email template named {name!r}: a hosted template receives the variables "
+                "our template of the same name uses, so it needs one (telecrm templates list)",
+            )
     for trigger, sends in config.triggers.items():
         for i, send in enumerate(sends):
             if (send.template, send.channel) not in known:

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, select, update
 
 from telecrm.connectors.base import ConnectorError, RateLimited, TransientFailure
@@ -127,6 +128,7 @@ class MessageDispatcher:
         max_age_hours: float = 48.0,
         concurrency: int = 8,
         budgets: dict[str, ProviderBudget] | None = None,
+        hosted_templates: dict[str, str] | None = None,
         seed: int | None = None,
     ) -> None:
         self._engine = engine
@@ -143,6 +145,7 @@ class MessageDispatcher:
         self.max_age_us = int(max_age_hours * 3_600_000_000)
         self.concurrency = concurrency
         self.budgets = dict(budgets or {})
+        self.hosted_templates = dict(hosted_templates or {})
         self._random = random.Random(seed)
         self._full = False
 
@@ -309,6 +312,10 @@ class MessageDispatcher:
             try:
                 if channel == "email":
                     e = self.catalog.render_email(r.template, r.language, job.context)
+                    hosted = self.hosted_templates.get(r.template)
+                    data = (
+                        self.catalog.data_for(r.template, "email", job.context) if hosted else None
+                    )
                     msg: EmailMessage | SmsMessage = EmailMessage(
                         message_id=r.message_id,
                         to_email=str(job.values["email"]),
@@ -318,8 +325,12 @@ class MessageDispatcher:
                         text=e.text,
                         category=r.template,
                         unsubscribe_group=self.unsubscribe_groups.get(r.purpose),
+                        template_id=hosted,
+                        dynamic_data=data,
                     )
                     texts: tuple[str, ...] = (e.subject, e.html, e.text)
+                    if data is not None:
+                        texts += (orjson.dumps(data).decode(),)
                 else:
                     s = self.catalog.render_sms(r.template, r.language, job.context)
                     msg = SmsMessage(r.message_id, str(job.values["phone"]), s.body)

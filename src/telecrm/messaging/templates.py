@@ -208,6 +208,11 @@ class TemplateCatalog:
             language=lang,
         )
 
+    def data_for(self, name: str, channel: str, ctx: Mapping[str, Any]) -> dict[str, Any]:
+        """The context cut to what the template refers to: what a SendGrid-hosted dynamic
+        template receives as `dynamic_template_data`, so the lint's verdict covers it too."""
+        return {ns: v for ns, v in _scoped(self._get(name, channel), ctx).items() if v}
+
     def render_sms(self, name: str, language: str, ctx: Mapping[str, Any]) -> RenderedSms:
         loaded = self._get(name, "sms")
         lang = self.pick_language(name, "sms", language)

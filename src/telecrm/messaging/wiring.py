@@ -155,6 +155,7 @@ def build_messaging(
         max_age_hours=s.message_max_age_hours,
         concurrency=s.sms_concurrency,
         budgets=budgets,
+        hosted_templates=config.sendgrid_templates,
     )
     tracker = Tracker(
         runtime.engine,

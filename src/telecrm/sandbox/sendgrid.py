@@ -124,10 +124,14 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", r"/v3/asm/suppressions/global", "add_global"),
         ("GET", r"/v3/asm/suppressions/global/(?P<email>[^/]+)", "get_global"),
         ("DELETE", r"/v3/asm/suppressions/global/(?P<email>[^/]+)", "delete_global"),
-        ("GET", r"/v3/suppression/(?P<list>bounces|spam_reports|unsubscribes|invalid_emails)", "list"),
+        (
+            "GET",
+            r"/v3/suppression/(?P<list>bounces|spam_reports|unsubscribes|invalid_emails)",
+            "list",
+        ),
         ("GET", r"/v3/user/webhooks/event/settings/signed/(?P<id>[^/]+)", "signed_key"),
     ]
-]  # fmt: skip
+]
 
 
 class SendGridSandbox:
@@ -186,6 +190,11 @@ class SendGridSandbox:
     def public_key(self) -> str:
         """Base64 DER SubjectPublicKeyInfo, no PEM armour (what SendGrid's API returns)."""
         return self.signer.public_key_b64
+
+    def add_template(self, template_id: str, subject: str, html: str, text: str) -> None:
+        """Register a dynamic template (d-...) whose Handlebars the sandbox fills per recipient."""
+        with self._lock:
+            self.account.templates[template_id] = {"subject": subject, "html": html, "text": text}
 
     def engage(self, email: str, kind: str, sg_message_id: str | None = None) -> dict[str, Any]:
         """Queue a recipient's open, click, spam report or (group) unsubscribe by hand."""
@@ -290,7 +299,11 @@ class SendGridSandbox:
             fault = self.faults.draw()
             if fault == "storm" or not admitted:
                 self.stats.rate_limited += 1
-                return Reply(429, {"errors": [{"field": None, "message": "too many requests"}]}, limit_headers), False  # fmt: skip
+                return Reply(
+                    429,
+                    {"errors": [{"field": None, "message": "too many requests"}]},
+                    limit_headers,
+                ), False
             if fault == "error":
                 self.stats.errors_sent += 1
                 status = self._random.choice((500, 503))
@@ -353,6 +366,8 @@ class SendGridSandbox:
         problems = mail.mail_send_problems(
             body, now=now, group_exists=self.account.groups.__contains__
         )
+        if not problems and isinstance(body, dict):
+            problems = mail.dynamic_problems(body, self.account.templates.__contains__)
         if problems:
             self.stats.bad_requests += 1
             errors = [{"message": m, "field": f, "help": None} for f, m in problems]
@@ -413,6 +428,19 @@ class SendGridSandbox:
             except ValueError as exc:
                 return Reply(422, {"detail": str(exc)})
             return Reply(200, {"event": event})
+        if method == "POST" and rest == "/templates":
+            # A dynamic template, as a designer would make one in SendGrid's editor.
+            try:
+                spec = json.loads(raw or b"{}")
+                template_id = str(spec["id"])
+            except (ValueError, KeyError, TypeError):
+                return Reply(422, {"detail": "expected {id, subject, html, text}"})
+            if not re.fullmatch(r"d-[0-9a-f]{32}", template_id):
+                return Reply(422, {"detail": "a dynamic template id is d- and 32 hex digits"})
+            self.add_template(
+                template_id, spec.get("subject", ""), spec.get("html", ""), spec.get("text", "")
+            )
+            return Reply(201, {"id": template_id})
         if method == "POST" and rest == "/faults":
             return Reply(*set_faults(self.faults, raw))
         if method == "POST" and rest == "/reset":

@@ -3,7 +3,8 @@
 `mail_send_problems` checks a `POST /v3/mail/send` body the way SendGrid's 400s do (messaging.md
 §1.2 limits, the mail-send errors page) and returns every problem as (field, message). Messages
 never echo an address or a value, only field paths such as `personalizations.3.to.0.email`.
-`render` applies one personalization's substitutions to the subject and the content.
+`render` applies one personalization's substitutions to the subject and the content;
+`render_dynamic` fills a dynamic template (`d-...`) from `dynamic_template_data`.
 """
 
 from __future__ import annotations
@@ -262,6 +263,38 @@ def render(text: str, subs: Mapping[str, str]) -> str:
         return text
     pattern = re.compile("|".join(re.escape(k) for k in keys))
     return pattern.sub(lambda m: subs[m.group(0)], text)
+
+
+_HANDLEBARS = re.compile(r"\{\{(\{?)\s*([A-Za-z_][\w.]*)\s*\}?\}\}")
+
+
+def render_dynamic(source: str, data: Mapping[str, Any], *, html: bool) -> str:
+    """The subset of Handlebars a dynamic template needs here: `{{a.b}}` (HTML-escaped in the
+    HTML part) and `{{{a.b}}}` (raw). A missing value renders empty, as Handlebars does."""
+    import html as html_lib
+
+    def value(match: re.Match[str]) -> str:
+        current: Any = data
+        for part in match.group(2).split("."):
+            current = current.get(part) if isinstance(current, Mapping) else None
+        text = "" if current is None else str(current)
+        return html_lib.escape(text) if html and not match.group(1) else text
+
+    return _HANDLEBARS.sub(value, source)
+
+
+def dynamic_problems(body: dict[str, Any], template_exists: Callable[[str], bool]) -> list[Problem]:
+    """A template_id must name a dynamic template of the account; its data must be objects."""
+    template_id = body.get("template_id")
+    if template_id is None:
+        return []
+    if not isinstance(template_id, str) or not template_exists(template_id):
+        return [("template_id", "The template_id must be a valid template of this account.")]
+    for i, p in enumerate(body.get("personalizations") or []):
+        data = p.get("dynamic_template_data") if isinstance(p, dict) else None
+        if data is not None and not isinstance(data, dict):
+            return [(f"personalizations.{i}.dynamic_template_data", "must be an object")]
+    return []
 
 
 def first_link(html: str) -> str | None:

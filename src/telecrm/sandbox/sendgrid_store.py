@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from telecrm.sandbox.sendgrid_mail import RECIPIENT_KINDS, render
+from telecrm.sandbox.sendgrid_mail import RECIPIENT_KINDS, render, render_dynamic
 
 GROUP_NAME_MAX = 30  # SuppressionGroupRequestBaseProps.name maxLength (tsg_suppressions_v3.json)
 DROP_UNSUBSCRIBED = "Unsubscribed Address"  # dropped reasons (messaging.md §2.3, §3.2)
@@ -68,6 +68,8 @@ class Account:
     invalid_emails: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: list[StoredMessage] = field(default_factory=list)
     next_group_id: int = 1
+    # Dynamic templates by id: {"subject", "html", "text"} Handlebars sources.
+    templates: dict[str, dict[str, str]] = field(default_factory=dict)
 
     # -- unsubscribe groups -----------------------------------------------------------------------
     def create_group(self, name: str, description: str, is_default: bool = False) -> dict[str, Any]:
@@ -146,11 +148,18 @@ class Account:
         message_args = dict(body.get("custom_args") or {})
         stored: list[StoredMessage] = []
         n = 0
+        template = self.templates.get(str(body.get("template_id")))
         for p in body["personalizations"]:
             subs = p.get("substitutions") or {}
-            subject = render(p.get("subject") or body.get("subject") or "", subs)
-            html = render(content.get("text/html", ""), subs)
-            text = render(content.get("text/plain", ""), subs)
+            if template is not None:
+                data = p.get("dynamic_template_data") or {}
+                subject = render_dynamic(template.get("subject", ""), data, html=False)
+                html = render_dynamic(template.get("html", ""), data, html=True)
+                text = render_dynamic(template.get("text", ""), data, html=False)
+            else:
+                subject = render(p.get("subject") or body.get("subject") or "", subs)
+                html = render(content.get("text/html", ""), subs)
+                text = render(content.get("text/plain", ""), subs)
             args = {**message_args, **(p.get("custom_args") or {})}
             send_at = p.get("send_at", body.get("send_at"))
             for kind in RECIPIENT_KINDS:
