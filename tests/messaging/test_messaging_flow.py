@@ -133,3 +133,24 @@ def test_the_same_event_twice_plans_one_message(runtime, clock):
         plan, sent = h.run()
         assert (plan.planned, sent.sent) == (0, 0)
         assert len(_rows(h.runtime)) == 2
+
+
+def test_an_open_and_a_reply_reach_the_crm_through_the_profile(runtime, clock):
+    from tests.sync.harness import hubspot_harness
+
+    clock.set(DAYTIME)
+    with messaging_harness(runtime, clock) as h:
+        crm = hubspot_harness(h.runtime, clock)
+        crm.provision()
+        h.feed([_consenting("p1", DAYTIME - timedelta(minutes=1))])
+        h.run()
+        crm.sync()
+        h.sendgrid.engage("p1@example.com", "open")
+        h.twilio.inbound("+14155552671", "Thanks, got it")
+        h.later(minutes=1)
+        h.callbacks()
+        report = crm.sync()
+        assert report.written >= 1
+        (contact,) = crm.records("contacts")
+        assert contact["properties"]["telecrm_emails_opened"] == "1"
+        assert contact["properties"]["telecrm_sms_replied"] == "1"

@@ -60,10 +60,10 @@ def imported(env, clock, tmp_path) -> dict[str, str]:
 def test_provision_twice_creates_then_finds_everything(env) -> None:
     first = run(env, "crm", "provision", "hubspot")
     assert first.exit_code == 0, first.output
-    assert first.output.count("created") == 10  # 7 custom properties, a group on 3 objects
+    assert first.output.count("created") == 13  # 10 custom properties, a group on 3 objects
     assert "contacts.telecrm_patient_id" in first.output
     second = run(env, "crm", "provision", "hubspot")
-    assert "created" not in second.output and second.output.count("exists") == 10
+    assert "created" not in second.output and second.output.count("exists") == 13
 
 
 def test_plan_counts_what_would_be_sent_and_redacts_identifying_values(imported) -> None:

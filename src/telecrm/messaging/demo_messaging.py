@@ -27,8 +27,9 @@ from telecrm.api.app import create_app
 from telecrm.bootstrap import Runtime, bootstrap
 from telecrm.ingest.signatures import signed_headers
 from telecrm.messaging.commands import message_summary, print_summary, print_why
+from telecrm.messaging.config import load_messaging_config
 from telecrm.messaging.tables import message_triggers, messages
-from telecrm.messaging.wiring import INBOUND_PATH, STATUS_PATH
+from telecrm.messaging.wiring import INBOUND_PATH, STATUS_PATH, email_provider
 from telecrm.sandbox.sendgrid import SendGridSandboxConfig, create_sendgrid_sandbox
 from telecrm.sandbox.twilio import TwilioSandbox, TwilioSandboxConfig
 from telecrm.sync.demo_sync import serve_on_loopback
@@ -192,6 +193,17 @@ def demo_messaging(rt: Runtime, console: Console, *, secret: str, port: int, pat
             }
         )
         live = type(live).model_validate(live.model_dump())  # SecretStr fields from plain text
+        # `telecrm messages provision`: the unsubscribe groups every email names (asm.group_id).
+        groups = load_messaging_config(live.messaging_config).unsubscribe_groups
+        provider = email_provider(live)
+        assert provider is not None
+        ids = provider.ensure_unsubscribe_groups(groups.values())  # type: ignore[attr-defined]
+        live = live.model_copy(
+            update={
+                "sendgrid_transactional_group": ids[groups["transactional"]],
+                "sendgrid_marketing_group": ids[groups["marketing"]],
+            }
+        )
         rt2 = bootstrap(live, engine=rt.engine, migrate=False)
         started = time.perf_counter()
         with (
