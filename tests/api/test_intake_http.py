@@ -351,3 +351,15 @@ def test_each_server_process_builds_its_app_from_the_environment(
             .status_code
             == 202
         )
+
+
+def test_the_openapi_document_describes_messages_and_the_provider_webhooks(
+    api: SignedClient,
+) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    request = paths["/v1/messages"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"request_id", "patient_id", "template", "channel"} <= set(
+        request["schema"]["properties"]
+    )
+    for path in ("/webhooks/sendgrid", "/webhooks/twilio/status", "/webhooks/twilio/inbound"):
+        assert {"200", "400", "401"} <= set(paths[path]["post"]["responses"])

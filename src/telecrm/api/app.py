@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from telecrm import __version__
 from telecrm.api.problems import install_problem_handlers, problem_response
 from telecrm.api.routes_events import EVENTS_OPENAPI, build_router
-from telecrm.api.routes_messaging import build_messaging_router
+from telecrm.api.routes_messaging import MESSAGING_OPENAPI, build_messaging_router
 from telecrm.bootstrap import EmbeddedWorker, Runtime
 from telecrm.ingest.group_commit import GroupCommitWriter
 from telecrm.store.engine import read_only
@@ -76,6 +76,7 @@ def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> Fast
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             schema["paths"]["/v1/events"] = {"post": EVENTS_OPENAPI}
+            schema["paths"].update(MESSAGING_OPENAPI)
             app.openapi_schema = schema
         return app.openapi_schema
 

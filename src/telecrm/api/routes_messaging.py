@@ -67,6 +67,42 @@ class MessageRequest(BaseModel):
     secret: SecretIn | None = None
 
 
+_REFUSALS = {
+    "400": {"description": "Malformed body (problem+json); nothing changed"},
+    "401": {"description": "Missing, forged or stale signature (problem+json); nothing changed"},
+    "413": {"description": "Body over the limit"},
+}
+MESSAGING_OPENAPI: dict[str, dict[str, Any]] = {
+    "/v1/messages": {"post": {
+        "summary": "Ask for one message to one patient (e.g. a password reset or two-factor code)",
+        "description": "Signed like /v1/events. A security template needs secret.code or "
+        "secret.reset_url; the secret is held in memory only, never stored. The same request_id "
+        "plans one message. Consent and, except for security messages, quiet hours and caps apply.",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": MessageRequest.model_json_schema()}}},
+        "responses": {"202": {"description": "Planned: message_id and status (queued, deferred, "
+                                             "suppressed or duplicate)"},
+                      "401": _REFUSALS["401"], "404": {"description": "Unknown patient"},
+                      "422": {"description": "Invalid request, unknown template, secret missing "
+                                             "or not allowed"}},
+    }},
+    "/webhooks/sendgrid": {"post": {
+        "summary": "SendGrid's Signed Event Webhook (ECDSA P-256 over timestamp + raw body)",
+        "responses": {"200": {"description": "Applied once: received, applied, duplicates, "
+                                             "unknown_messages, events"}, **_REFUSALS},
+    }},
+    STATUS_PATH: {"post": {
+        "summary": "Twilio status callbacks (X-Twilio-Signature over TELECRM_PUBLIC_URL + path)",
+        "responses": {"200": {"description": "Applied once"}, **_REFUSALS},
+    }},
+    INBOUND_PATH: {"post": {
+        "summary": "Twilio inbound SMS: STOP/START/HELP, revocations, survey answers, replies",
+        "responses": {"200": {"description": "TwiML: a reply or none",
+                              "content": {"application/xml": {}}}, **_REFUSALS},
+    }},
+}  # fmt: skip
+
+
 def _rejected(runtime: Runtime, provider: str, exc: WebhookRejected) -> Problem:
     runtime.metrics.provider_callbacks.labels(provider, "rejected").inc()
     log.info("callback.rejected", provider=provider, reason=exc.reason)
@@ -170,10 +206,12 @@ def build_messaging_router(runtime: Runtime) -> APIRouter:
         result = await run_in_threadpool(_plan_one, runtime, req)
         return JSONResponse(result, status_code=202)
 
-    router.add_route("/webhooks/sendgrid", sendgrid_events, methods=["POST"])
-    router.add_route(STATUS_PATH, twilio_status, methods=["POST"])
-    router.add_route(INBOUND_PATH, twilio_inbound, methods=["POST"])
-    router.add_route("/v1/messages", post_message, methods=["POST"])
+    router.add_route(
+        "/webhooks/sendgrid", sendgrid_events, methods=["POST"], include_in_schema=False
+    )
+    router.add_route(STATUS_PATH, twilio_status, methods=["POST"], include_in_schema=False)
+    router.add_route(INBOUND_PATH, twilio_inbound, methods=["POST"], include_in_schema=False)
+    router.add_route("/v1/messages", post_message, methods=["POST"], include_in_schema=False)
     return router
 
 
