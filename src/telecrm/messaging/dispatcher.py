@@ -10,7 +10,6 @@ here, and a message that no longer passes is suppressed with the reason.
 from __future__ import annotations
 
 import random
-import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from telecrm.messaging.context import Brand, Links
 from telecrm.messaging.outcomes import record_outcomes
 from telecrm.messaging.pacing import ProviderBudget
 from telecrm.messaging.planner import address_bidx, consent_books
+from telecrm.messaging.secrets_vault import SecretVault
 from telecrm.messaging.tables import message_suppressions, messages
 from telecrm.messaging.templates import TemplateCatalog
 from telecrm.profiles.codec import decode
@@ -44,29 +44,6 @@ from telecrm.security.blind_index import BlindIndex
 from telecrm.security.envelope import FieldCipher
 
 LEASE_US = 120_000_000
-
-
-class SecretVault:
-    """Security codes and reset links, held in memory only until their message is sent.
-
-    They never touch the database or a log: if the process stops first, the message expires and
-    the platform asks again (a two-factor code is short-lived anyway).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._secrets: dict[str, dict[str, str]] = {}
-
-    def put(self, message_id: str, secrets: dict[str, str]) -> None:
-        with self._lock:
-            self._secrets[message_id] = dict(secrets)
-
-    def take(self, message_id: str) -> dict[str, str] | None:
-        with self._lock:
-            return self._secrets.pop(message_id, None)
-
-    def __repr__(self) -> str:
-        return f"SecretVault({len(self._secrets)} held)"
 
 
 @dataclass(slots=True)

@@ -14,9 +14,10 @@ from telecrm.connectors.messaging_base import EmailProvider, SmsProvider
 from telecrm.domain.messages import TriggerFired
 from telecrm.messaging.config import MessagingConfig, check_templates, load_messaging_config
 from telecrm.messaging.context import Brand, Links
-from telecrm.messaging.dispatcher import MessageDispatcher, SecretVault
+from telecrm.messaging.dispatcher import MessageDispatcher
 from telecrm.messaging.pacing import ProviderBudget
 from telecrm.messaging.planner import MessagePlanner
+from telecrm.messaging.secrets_vault import SecretVault
 from telecrm.messaging.tables import message_triggers
 from telecrm.messaging.templates import TemplateCatalog
 from telecrm.messaging.tracking import Tracker
