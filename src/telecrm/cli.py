@@ -79,6 +79,8 @@ def serve(
     rt = runtime()
     configure_logging(rt.settings.log_level)
     rt.keyring  # noqa: B018  (fail here, with a clear message, if the key is missing)
+    if rt.settings.messaging:  # a bad template or messaging config: say so now, not per request
+        rt.messaging()
     console.print(
         f"telecrm {__version__} listening on http://{host}:{port}"
         + (f" ({workers} processes)" if workers > 1 else ""),

@@ -163,3 +163,15 @@ def test_sandbox_commands_teach_their_credentials() -> None:
         result = CliRunner().invoke(app, ["sandbox", kind, "--help"])
         assert result.exit_code == 0
     assert "SG.sandbox-key" in CliRunner().invoke(app, ["sandbox", "sendgrid", "--help"]).stdout
+
+
+def test_serve_refuses_to_start_with_a_template_that_leaks_phi(env, tmp_path) -> None:
+    (tmp_path / "tpl" / "email").mkdir(parents=True)
+    (tmp_path / "tpl" / "email" / "welcome.en.j2").write_text(
+        "{% block subject %}Hi{% endblock %}{% block text %}{{ patient.conditions }}"
+        "{% endblock %}{% block html %}x{% endblock %}"
+    )
+    result = run({**env, "TELECRM_TEMPLATES_DIR": str(tmp_path / "tpl")}, "serve", "--port", "1")
+    assert result.exit_code == 1
+    assert "welcome.en.j2" in result.output and "conditions" in result.output
+    assert "PHI" in result.output
