@@ -1,0 +1,45 @@
+"""The CRMs the conformance suite runs against: how to build a provisioned harness for each, and
+how to make its access tokens expire. Adding a CRM to telecrm adds one entry here, and the whole
+suite (tests/sync/test_conformance.py) must pass for it unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from telecrm.bootstrap import Runtime
+from telecrm.domain.clock import FrozenClock
+from tests.sync.harness import SyncHarness, hubspot_harness, salesforce_harness
+
+
+@dataclass(frozen=True)
+class CrmKind:
+    name: str
+    make: Callable[[Runtime, FrozenClock], SyncHarness]  # a harness using the CRM's OAuth flow
+    expire_tokens: Callable[[SyncHarness], None]  # every access token it issued stops working
+
+
+def _hubspot(runtime: Runtime, clock: FrozenClock) -> SyncHarness:
+    h = hubspot_harness(runtime, clock)
+    h.env = {
+        "TELECRM_HUBSPOT_URL": "http://hubspot",
+        "TELECRM_HUBSPOT_CLIENT_ID": "sandbox-client-id",
+        "TELECRM_HUBSPOT_CLIENT_SECRET": "sandbox-client-secret",
+        "TELECRM_HUBSPOT_REFRESH_TOKEN": "sandbox-refresh-token",
+    }
+    return h
+
+
+def _hubspot_expire(h: SyncHarness) -> None:
+    h.clock.advance(timedelta(hours=2))  # HubSpot access tokens live 30 minutes
+
+
+def _salesforce_expire(h: SyncHarness) -> None:
+    h.sandbox.expire_sessions()
+
+
+KINDS: dict[str, CrmKind] = {
+    "hubspot": CrmKind("hubspot", _hubspot, _hubspot_expire),
+    "salesforce": CrmKind("salesforce", salesforce_harness, _salesforce_expire),
+}
