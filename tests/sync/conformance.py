@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
@@ -18,6 +19,8 @@ class CrmKind:
     name: str
     make: Callable[[Runtime, FrozenClock], SyncHarness]  # a harness using the CRM's OAuth flow
     expire_tokens: Callable[[SyncHarness], None]  # every access token it issued stops working
+    env: Callable[[str], dict[str, str]]  # `telecrm sync run` against the sandbox at this URL
+    writes: Callable[[Any], int]  # write requests the sandbox has answered so far
 
 
 def _hubspot(runtime: Runtime, clock: FrozenClock) -> SyncHarness:
@@ -39,7 +42,37 @@ def _salesforce_expire(h: SyncHarness) -> None:
     h.sandbox.expire_sessions()
 
 
+def _hubspot_env(url: str) -> dict[str, str]:
+    return {"TELECRM_HUBSPOT_URL": url, "TELECRM_HUBSPOT_TOKEN": "pat-na1-sandbox"}
+
+
+def _salesforce_env(url: str) -> dict[str, str]:
+    return {
+        "TELECRM_SALESFORCE_URL": url,
+        "TELECRM_SALESFORCE_CLIENT_ID": "sandbox-client-id",
+        "TELECRM_SALESFORCE_CLIENT_SECRET": "sandbox-client-secret",
+    }
+
+
+def _count(requests: dict[str, int], *fragments: str) -> int:
+    return sum(n for k, n in requests.items() if any(f in k for f in fragments))
+
+
 KINDS: dict[str, CrmKind] = {
-    "hubspot": CrmKind("hubspot", _hubspot, _hubspot_expire),
-    "salesforce": CrmKind("salesforce", salesforce_harness, _salesforce_expire),
+    "hubspot": CrmKind(
+        "hubspot",
+        _hubspot,
+        _hubspot_expire,
+        _hubspot_env,
+        lambda sb: _count(sb.stats.requests, "/batch/upsert"),
+    ),
+    "salesforce": CrmKind(
+        "salesforce",
+        salesforce_harness,
+        _salesforce_expire,
+        _salesforce_env,
+        lambda sb: _count(
+            sb.stats.requests_by_path, "PATCH /services/data/v{version}/composite/sobjects/{"
+        ),
+    ),
 }

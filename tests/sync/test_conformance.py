@@ -7,12 +7,18 @@ the CRMs). What a user of any destination can count on:
 - 5xx answers, cut connections and 429 storms change nothing in the end: agreement, no duplicate,
   nothing left in dead letters or queued;
 - expired access tokens are renewed, and no record is lost to an authorization failure;
-- no health value ever reaches a destination without a BAA, in any request.
+- no health value ever reaches a destination without a BAA, in any request;
+- a worker killed in the middle of a batch loses and duplicates nothing: another one finishes.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -22,7 +28,14 @@ from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
 from telecrm.sandbox.faults import Faults, SandboxTransport
 from telecrm.sync.tables import sync_dead_letters, sync_dirty
-from tests.support.builders import CANARY_CONDITION, CANARY_MEDICATION, event, registration
+from tests.support.builders import (
+    CANARY_CONDITION,
+    CANARY_MEDICATION,
+    MASTER_KEY,
+    event,
+    registration,
+)
+from tests.support.live_server import live_server
 from tests.sync.conformance import KINDS, CrmKind
 from tests.sync.conftest import SIMULATED
 from tests.sync.harness import SyncHarness
@@ -117,3 +130,57 @@ def test_no_health_value_leaves_for_a_destination_without_a_baa(crm: SyncHarness
     for canary in (CANARY_CONDITION, CANARY_MEDICATION):
         for variant in (canary, canary.replace(" ", "+"), canary.replace(" ", "%20")):
             assert not any(variant.lower().encode() in body.lower() for body in sent), canary
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
+    kind: CrmKind, runtime: Runtime, clock: FrozenClock, tmp_path
+) -> None:
+    clock.set(datetime.now(UTC))  # the killed process runs on the real clock
+    crm = kind.make(runtime, clock)
+    crm.provision()
+    start = clock.now() - timedelta(days=10)
+    crm.feed([registration(f"pat_{i:04d}", start) for i in range(450)])
+    crm.sandbox.faults.set(Faults(latency_seconds=0.4))  # a slow CRM: batches take a while
+    with live_server(crm.sandbox.app) as url:
+        env = {
+            **os.environ,
+            **kind.env(url),
+            "TELECRM_DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
+            "TELECRM_MASTER_KEY": MASTER_KEY,
+            "TELECRM_HOME": str(tmp_path),
+            "TELECRM_DESTINATIONS": crm.mapping.destination,
+        }
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "telecrm.cli",
+                "sync",
+                "run",
+                crm.mapping.destination,
+                "--lease",
+                "30",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while kind.writes(crm.sandbox) < 2:  # waiting on another process, not a timer
+                assert proc.poll() is None, "the worker finished before it could be killed"
+                assert time.monotonic() < deadline, "the worker never reached the CRM"
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    crm.sandbox.faults.set(Faults())
+    clock.advance(timedelta(seconds=90))  # the dead worker's leases expire (30 s after the claim)
+    crm.sync()
+    agreement = crm.agreement()
+    assert agreement.ok, agreement.summary()
+    assert not agreement.duplicated
+    assert _left(crm) == (0, 0)
