@@ -11,7 +11,14 @@ from typing import Any
 
 from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
-from tests.sync.harness import SyncHarness, hubspot_harness, salesforce_harness
+from tests.sync.harness import (
+    DYNAMICS_ENV,
+    SyncHarness,
+    dynamics_harness,
+    hubspot_harness,
+    pipedrive_harness,
+    salesforce_harness,
+)
 
 
 @dataclass(frozen=True)
@@ -54,17 +61,58 @@ def _salesforce_env(url: str) -> dict[str, str]:
     }
 
 
+def _pipedrive(runtime: Runtime, clock: FrozenClock) -> SyncHarness:
+    h = pipedrive_harness(runtime, clock)
+    h.env = {
+        "TELECRM_PIPEDRIVE_URL": "http://pipedrive",
+        "TELECRM_PIPEDRIVE_CLIENT_ID": "sandbox-client-id",
+        "TELECRM_PIPEDRIVE_CLIENT_SECRET": "sandbox-client-secret",
+        "TELECRM_PIPEDRIVE_REFRESH_TOKEN": "sandbox-refresh-token",
+    }
+    return h
+
+
+def _pipedrive_expire(h: SyncHarness) -> None:
+    h.clock.advance(timedelta(hours=2))  # Pipedrive access tokens live an hour (§3.1)
+
+
+def _pipedrive_env(url: str) -> dict[str, str]:
+    return {"TELECRM_PIPEDRIVE_URL": url, "TELECRM_PIPEDRIVE_TOKEN": "pd-sandbox-api-token"}
+
+
+def _dynamics_expire(h: SyncHarness) -> None:
+    h.sandbox.expire_tokens()
+
+
+def _dynamics_env(url: str) -> dict[str, str]:
+    return {**DYNAMICS_ENV, "TELECRM_DYNAMICS_URL": url}
+
+
 def _count(requests: dict[str, int], *fragments: str) -> int:
     return sum(n for k, n in requests.items() if any(f in k for f in fragments))
 
 
 KINDS: dict[str, CrmKind] = {
+    "dynamics": CrmKind(
+        "dynamics",
+        dynamics_harness,
+        _dynamics_expire,
+        _dynamics_env,
+        lambda sb: _count(sb.stats.requests, "$batch"),
+    ),
     "hubspot": CrmKind(
         "hubspot",
         _hubspot,
         _hubspot_expire,
         _hubspot_env,
         lambda sb: _count(sb.stats.requests, "/batch/upsert"),
+    ),
+    "pipedrive": CrmKind(
+        "pipedrive",
+        _pipedrive,
+        _pipedrive_expire,
+        _pipedrive_env,
+        lambda sb: _count(sb.stats.requests, "POST /api/v2/persons", "PATCH /api/v2/persons"),
     ),
     "salesforce": CrmKind(
         "salesforce",

@@ -19,6 +19,7 @@ from telecrm.sandbox.salesforce import (
     create_salesforce_sandbox,
 )
 from telecrm.sync.agreement import Agreement, check_agreement
+from telecrm.sync.credentials import CredentialStore
 from telecrm.sync.destinations import open_connector, sync_worker, url_override_name
 from telecrm.sync.mapping import Mapping, load_mapping
 from telecrm.sync.rate_gate import clock_sleep
@@ -70,6 +71,7 @@ class SyncHarness:
             clock_sleep(self.clock),
             client=self.client(),
             env=self.env,
+            credentials=CredentialStore(self.runtime.engine, self.runtime.cipher),
         )
         steps = connector.provision(
             [c.to_custom_property() for c in self.mapping.custom_properties]
@@ -133,3 +135,49 @@ def salesforce_harness(
     return SyncHarness(
         runtime, clock, m, salesforce_sandbox(clock, **config), env, "http://salesforce"
     )
+
+
+def pipedrive_harness(
+    runtime: Runtime, clock: FrozenClock, mapping: str | Mapping = "pipedrive", **config: Any
+) -> SyncHarness:
+    from telecrm.sandbox.pipedrive import PipedriveSandboxConfig, create_pipedrive_sandbox
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(timedelta(seconds=seconds))
+
+    m = load_mapping(mapping) if isinstance(mapping, str) else mapping
+    sandbox = create_pipedrive_sandbox(
+        PipedriveSandboxConfig(**config), now=lambda: clock.now().timestamp(), sleep=sleep
+    )
+    env = {
+        "TELECRM_PIPEDRIVE_TOKEN": "pd-sandbox-api-token",
+        url_override_name(m): "http://pipedrive",
+    }
+    h = SyncHarness(runtime, clock, m, sandbox, env, "http://pipedrive")
+    h.records = sandbox.flat_records  # custom fields by name: what the agreement compares
+    return h
+
+
+DYNAMICS_ENV = {
+    "TELECRM_DYNAMICS_TENANT_ID": "00000000-0000-0000-0000-00000000e1d0",
+    "TELECRM_DYNAMICS_CLIENT_ID": "sandbox-client-id",
+    "TELECRM_DYNAMICS_CLIENT_SECRET": "sandbox-client-secret",
+}
+
+
+def dynamics_harness(
+    runtime: Runtime, clock: FrozenClock, mapping: str | Mapping = "dynamics", **config: Any
+) -> SyncHarness:
+    from telecrm.sandbox.dynamics import create_dynamics_sandbox
+    from telecrm.sandbox.dynamics_limits import DynamicsSandboxConfig
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(timedelta(seconds=seconds))
+
+    m = load_mapping(mapping) if isinstance(mapping, str) else mapping
+    config.setdefault("org_url", m.connection["org_url"])  # the token's scope names the org
+    sandbox = create_dynamics_sandbox(
+        DynamicsSandboxConfig(**config), now=lambda: clock.now().timestamp(), sleep=sleep
+    )
+    env = {**DYNAMICS_ENV, url_override_name(m): "http://dynamics"}
+    return SyncHarness(runtime, clock, m, sandbox, env, "http://dynamics")

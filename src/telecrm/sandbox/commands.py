@@ -114,3 +114,41 @@ def twilio_command(
         highlight=False,
     )
     serve_twilio_sandbox(host, port, config)
+
+
+@sandbox_app.command("pipedrive")
+def pipedrive_command(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8095, min=1, max=65535),
+    daily_tokens: int = typer.Option(30_000, min=1, help="The company's daily token budget"),
+) -> None:
+    """Pipedrive API v1/v2 (persons, organizations, deals, activities, notes, custom fields,
+    pipelines): API token pd-sandbox-api-token, or OAuth client sandbox-client-id."""
+    from telecrm.sandbox.pipedrive import PipedriveSandboxConfig, serve_pipedrive_sandbox
+
+    console.print(
+        f"Pipedrive sandbox on http://{host}:{port} (API token pd-sandbox-api-token; "
+        f"{daily_tokens:,} tokens a day); records at /_sandbox/records/persons",
+        highlight=False,
+    )
+    serve_pipedrive_sandbox(host, port, PipedriveSandboxConfig(daily_token_budget=daily_tokens))
+
+
+@sandbox_app.command("dynamics")
+def dynamics_command(
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8096, min=1, max=65535),
+) -> None:
+    """Microsoft Dataverse Web API v9.2 ($batch, upsert by alternate key, metadata API, service
+    protection) with an Entra ID token endpoint: client sandbox-client-id / sandbox-client-secret."""
+    from telecrm.sandbox.dynamics import serve_dynamics_sandbox
+    from telecrm.sandbox.dynamics_limits import DynamicsSandboxConfig
+
+    config = DynamicsSandboxConfig()
+    console.print(
+        f"Dynamics 365 sandbox on http://{host}:{port} (tenant {config.tenant_id}, client "
+        "sandbox-client-id / sandbox-client-secret; 6,000 requests per 5 minutes); "
+        "records at /_sandbox/records/contacts",
+        highlight=False,
+    )
+    serve_dynamics_sandbox(host, port, config)

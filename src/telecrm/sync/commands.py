@@ -16,6 +16,7 @@ from telecrm.cli_support import console, fail, friendly_errors, now_us, runtime
 from telecrm.domain.clock import from_micros
 from telecrm.profiles.tables import profiles
 from telecrm.store.engine import read_only
+from telecrm.sync.credentials import CredentialStore
 from telecrm.sync.dead_letters import get_letter, list_letters, purge_letters, retry_letters
 from telecrm.sync.destinations import open_connector, sync_worker
 from telecrm.sync.mapping import Mapping, load_mapping
@@ -381,7 +382,9 @@ def provision_command(destination: str = DESTINATION) -> None:
     """Create the mapping's custom properties / fields in the CRM (idempotent: safe to re-run)."""
     rt = runtime()
     m = resolve(rt, destination)
-    connector, _ = open_connector(m, rt.engine, rt.clock, time.sleep)
+    connector, _ = open_connector(
+        m, rt.engine, rt.clock, time.sleep, credentials=CredentialStore(rt.engine, rt.cipher)
+    )
     try:
         steps = connector.provision([c.to_custom_property() for c in m.custom_properties])  # type: ignore[attr-defined]
     finally:

@@ -17,12 +17,17 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import Engine
 
 from telecrm.connectors.base import Connector
+from telecrm.connectors.dynamics import DynamicsConnector
+from telecrm.connectors.dynamics_auth import DynamicsConfig
 from telecrm.connectors.hubspot import HubSpotConnector
 from telecrm.connectors.hubspot_auth import HubSpotConfig
+from telecrm.connectors.pipedrive import PipedriveConnector
+from telecrm.connectors.pipedrive_auth import PipedriveConfig
 from telecrm.connectors.salesforce import SalesforceConnector
 from telecrm.connectors.salesforce_auth import SalesforceConfig
 from telecrm.domain.clock import Clock
 from telecrm.security.envelope import FieldCipher
+from telecrm.sync.credentials import CredentialStore
 from telecrm.sync.mapping import Mapping
 from telecrm.sync.rate_gate import DbCallGate
 from telecrm.sync.worker import SyncWorker
@@ -93,6 +98,57 @@ def salesforce_config(mapping: Mapping, env: EnvMapping[str, str]) -> Salesforce
         ) from None
 
 
+def pipedrive_config(mapping: Mapping, env: EnvMapping[str, str]) -> PipedriveConfig:
+    base = env.get(url_override_name(mapping)) or mapping.connection.get(
+        "base_url", "https://api.pipedrive.com"
+    )
+    token = _env(mapping, env, "token_env")
+    try:
+        if token:
+            return PipedriveConfig(base_url=base, api_token=SecretStr(token))
+        return PipedriveConfig(
+            base_url=base,
+            client_id=_env(mapping, env, "client_id_env"),
+            client_secret=_secret(_env(mapping, env, "client_secret_env")),
+            refresh_token=_secret(_env(mapping, env, "refresh_token_env")),
+            # Pipedrive's token endpoint is its own host; behind an override (a sandbox, a
+            # proxy) it is the same host's /oauth/token.
+            **(
+                {"token_url": f"{base.rstrip('/')}/oauth/token"}
+                if env.get(url_override_name(mapping))
+                else {}
+            ),
+        )
+    except ValidationError:
+        names = [mapping.connection.get(k, "?") for k in ("token_env", "client_id_env")]
+        raise DestinationNotConfigured(
+            f"{mapping.destination}: no Pipedrive credentials: set {names[0]} (an API token), or "
+            f"{names[1]} with the client secret and refresh token variables of the mapping"
+        ) from None
+
+
+def dynamics_config(mapping: Mapping, env: EnvMapping[str, str]) -> DynamicsConfig:
+    c = mapping.connection
+    try:
+        config = DynamicsConfig(
+            org_url=c.get("org_url", ""),
+            tenant_id=_env(mapping, env, "tenant_id_env") or "",
+            client_id=_env(mapping, env, "client_id_env") or "",
+            client_secret=SecretStr(_env(mapping, env, "client_secret_env") or ""),
+            solution_unique_name=c.get("solution"),
+        )
+    except ValidationError:
+        config = None
+    if config is None or not (config.tenant_id and config.client_id and config.client_secret):
+        raise DestinationNotConfigured(
+            f"{mapping.destination}: no Dynamics 365 credentials: set {c.get('tenant_id_env')}, "
+            f"{c.get('client_id_env')} and {c.get('client_secret_env')} (an Entra ID app "
+            "registration with an application user in the environment)"
+        )
+    override = env.get(url_override_name(mapping))
+    return config.pointed_at(override) if override else config
+
+
 def _secret(value: str | None) -> SecretStr | None:
     return SecretStr(value) if value else None
 
@@ -106,6 +162,7 @@ def open_connector(
     client: httpx.Client | None = None,
     env: EnvMapping[str, str] | None = None,
     gated: bool = True,
+    credentials: CredentialStore | None = None,
 ) -> tuple[Connector, DbCallGate]:
     env = os.environ if env is None else env
     gate = DbCallGate(engine, mapping.destination, mapping.limits, clock, sleep)
@@ -114,6 +171,26 @@ def open_connector(
     if mapping.connector == "hubspot":
         connector = HubSpotConnector(
             hubspot_config(mapping, env), client, gate=gate if gated else None, now=now
+        )
+    elif mapping.connector == "pipedrive":
+        config = pipedrive_config(mapping, env)
+        on_refresh = None
+        if credentials is not None and config.uses_oauth:
+            # Refresh tokens are single-use: start from the newest one we were handed.
+            newest = credentials.get(mapping.destination, "refresh_token")
+            if newest:
+                config = config.model_copy(update={"refresh_token": SecretStr(newest)})
+            dest = mapping.destination
+
+            def on_refresh(token: str) -> None:
+                credentials.put(dest, "refresh_token", token)
+
+        connector = PipedriveConnector(
+            config, client, gate=gate if gated else None, now=now, on_refresh=on_refresh
+        )
+    elif mapping.connector == "dynamics":
+        connector = DynamicsConnector(
+            dynamics_config(mapping, env), client, gate=gate if gated else None, now=now
         )
     else:
         connector = SalesforceConnector(
@@ -134,7 +211,15 @@ def sync_worker(
     lease_seconds: float = 300.0,
     patients_per_round: int = 5000,
 ) -> SyncWorker:
-    connector, gate = open_connector(mapping, engine, clock, sleep, client=client, env=env)
+    connector, gate = open_connector(
+        mapping,
+        engine,
+        clock,
+        sleep,
+        client=client,
+        env=env,
+        credentials=CredentialStore(engine, cipher),
+    )
     return SyncWorker(
         engine,
         mapping,

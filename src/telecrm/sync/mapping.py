@@ -120,7 +120,7 @@ class CustomPropertySpec(_Model):
 class Mapping(_Model):
     version: Literal[1]
     destination: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
-    connector: Literal["hubspot", "salesforce"]
+    connector: Literal["hubspot", "salesforce", "pipedrive", "dynamics"]
     baa: bool = False
     mode: Literal["upsert", "update", "mirror"] = "upsert"
     limits: Limits

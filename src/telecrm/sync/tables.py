@@ -90,3 +90,15 @@ rate_budgets = Table(
     Column("crm_used", BigInteger),  # what the CRM itself last reported (e.g. Sforce-Limit-Info)
     Column("crm_max", BigInteger),
 )
+
+
+# Credentials a CRM rotates (a single-use OAuth refresh token): the newest one, sealed, so a
+# restart or another worker does not present one the CRM already spent.
+connector_credentials = Table(
+    "connector_credentials",
+    metadata,
+    Column("destination", String(40), primary_key=True),
+    Column("name", String(40), primary_key=True),
+    Column("sealed", Text, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
