@@ -71,7 +71,10 @@ def check_agreement(
     cipher: FieldCipher,
     mapping: Mapping,
     crm_records: Callable[[str], Iterable[dict[str, Any]]],
+    *,
+    patients: set[str] | None = None,
 ) -> Agreement:
+    """`patients`: only these patients' records are expected (a destination fed a subset)."""
     result = Agreement()
     held: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for o in mapping.objects:
@@ -87,6 +90,8 @@ def check_agreement(
         held[o.name] = index
     with read_only(engine).connect() as conn:
         for stored in conn.execute(select(profiles).where(profiles.c.patient_id.is_not(None))):
+            if patients is not None and stored.patient_key not in patients:
+                continue
             for d in desired_records(decode(stored, cipher).profile, mapping):
                 result.expected += 1
                 found = held[d.object].get(d.key, [])

@@ -8,7 +8,6 @@ that a second run costs nothing, that a refused PHI mapping never loads, and the
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from telecrm.store.engine import read_only
 from telecrm.sync.agreement import check_agreement
 from telecrm.sync.destinations import open_connector, url_override_name
 from telecrm.sync.mapping import Mapping, MappingError, load_mapping
-from telecrm.sync.plan import BATCH_MAX
+from telecrm.sync.plan import estimate_calls
 from telecrm.sync.planner import mark_dirty
 from telecrm.sync.worker import SyncReport, SyncWorker
 
@@ -72,51 +71,104 @@ def serve_on_loopback(
         thread.join(timeout=10)
 
 
-def _records(base_url: str, kind: str) -> Callable[[str], list[dict[str, Any]]]:
+def _records(
+    base_url: str, kind: str, view: str = "records"
+) -> Callable[[str], list[dict[str, Any]]]:
     def fetch(crm_object: str) -> list[dict[str, Any]]:
-        body = httpx.get(f"{base_url}/_sandbox/records/{crm_object}", timeout=60).json()
-        rows = body.get("results", body) if isinstance(body, dict) else body
+        body = httpx.get(f"{base_url}/_sandbox/{view}/{crm_object}", timeout=60).json()
+        rows = body.get("results", body.get("value", body)) if isinstance(body, dict) else body
         return list(rows)
 
     return fetch
 
 
+PIPEDRIVE_PATIENTS = 300  # no batch API: a call per record, ~5 requests/s (see the note printed)
+PIPEDRIVE_TIME_SCALE = 10.0
+
+
+def _pipedrive_demo_mapping() -> Mapping:
+    """Pipedrive's mapping with its request window shortened 10x for the demo, said on screen."""
+    m = load_mapping("pipedrive")
+    limits = m.limits.model_copy(
+        update={"per_seconds": m.limits.per_seconds / PIPEDRIVE_TIME_SCALE, "daily": None}
+    )
+    return m.model_copy(update={"limits": limits})
+
+
 def demo_crm_sync(rt: Runtime, console: Console) -> bool:
     """Returns whether every destination agreed with the source."""
-    hubspot = create_hubspot_sandbox(HubSpotSandboxConfig())
-    salesforce = create_salesforce_sandbox(SalesforceSandboxConfig())
+    from telecrm.sandbox.dynamics import create_dynamics_sandbox
+    from telecrm.sandbox.dynamics_limits import DynamicsSandboxConfig
+    from telecrm.sandbox.pipedrive import PipedriveSandboxConfig, create_pipedrive_sandbox
+
+    mappings = [
+        load_mapping("hubspot"),
+        load_mapping("salesforce"),
+        _pipedrive_demo_mapping(),
+        load_mapping("dynamics"),
+    ]
+    sandboxes: list[Any] = [
+        create_hubspot_sandbox(HubSpotSandboxConfig()),
+        create_salesforce_sandbox(SalesforceSandboxConfig()),
+        # Its window shortened like the mapping's: the same limits, 10x faster (said on screen).
+        create_pipedrive_sandbox(PipedriveSandboxConfig(window_seconds=2.0 / PIPEDRIVE_TIME_SCALE)),
+        create_dynamics_sandbox(DynamicsSandboxConfig(org_url=mappings[3].connection["org_url"])),
+    ]
     ok = True
-    with serve_on_loopback(hubspot.app) as hs_url, serve_on_loopback(salesforce.app) as sf_url:
+    with (
+        serve_on_loopback(sandboxes[0].app) as hs_url,
+        serve_on_loopback(sandboxes[1].app) as sf_url,
+        serve_on_loopback(sandboxes[2].app) as pd_url,
+        serve_on_loopback(sandboxes[3].app) as dy_url,
+    ):
+        urls = [hs_url, sf_url, pd_url, dy_url]
         env = {
             "TELECRM_HUBSPOT_TOKEN": "pat-na1-sandbox",
             "TELECRM_SALESFORCE_CLIENT_ID": "sandbox-client-id",
             "TELECRM_SALESFORCE_CLIENT_SECRET": "sandbox-client-secret",
+            "TELECRM_PIPEDRIVE_TOKEN": "pd-sandbox-api-token",
+            "TELECRM_DYNAMICS_TENANT_ID": sandboxes[3].config.tenant_id,
+            "TELECRM_DYNAMICS_CLIENT_ID": "sandbox-client-id",
+            "TELECRM_DYNAMICS_CLIENT_SECRET": "sandbox-client-secret",
         }
-        mappings = [load_mapping("hubspot"), load_mapping("salesforce")]
-        env[url_override_name(mappings[0])] = hs_url
-        env[url_override_name(mappings[1])] = sf_url
+        for m, url in zip(mappings, urls, strict=True):
+            env[url_override_name(m)] = url
         rt.use_mappings(mappings)
         with rt.engine.begin() as conn:
             keys = [
                 k
                 for (k,) in conn.execute(
-                    select(profiles.c.patient_key).where(profiles.c.patient_id.is_not(None))
+                    select(profiles.c.patient_key)
+                    .where(profiles.c.patient_id.is_not(None))
+                    .order_by(profiles.c.patient_key)
                 )
             ]
-            mark_dirty(conn, [m.destination for m in mappings], keys, to_micros(rt.clock.now()))
+            now_us = to_micros(rt.clock.now())
+            mark_dirty(
+                conn, [m.destination for m in mappings if m.connector != "pipedrive"], keys, now_us
+            )
+            mark_dirty(conn, ["pipedrive"], keys[:PIPEDRIVE_PATIENTS], now_us)
         table = Table(
-            "destination", "records", "API calls", "lower bound", "limit refusals",
-            "5xx absorbed", "re-run calls", "agreement",
-            title=f"CRM sync of {len(keys):,} patients (sandboxes with the documented limits)",
-        )  # fmt: skip
-        for m, url, sandbox in ((mappings[0], hs_url, hubspot), (mappings[1], sf_url, salesforce)):
+            "destination",
+            "patients",
+            "records",
+            "API calls",
+            "lower bound",
+            "limit refusals",
+            "5xx absorbed",
+            "re-run calls",
+            "agreement",
+            title="CRM sync (sandboxes with the documented limits)",
+        )
+        for m, url, sandbox in zip(mappings, urls, sandboxes, strict=True):
+            subset = keys[:PIPEDRIVE_PATIENTS] if m.connector == "pipedrive" else keys
             connector, gate = open_connector(m, rt.engine, rt.clock, time.sleep, env=env)
             connector.provision([c.to_custom_property() for c in m.custom_properties])  # type: ignore[attr-defined]
             provision_calls = connector.stats.calls
             if m.connector == "hubspot":
                 sandbox.faults.set(HUBSPOT_FAULTS)
             worker = SyncWorker(rt.engine, m, connector, rt.cipher, rt.clock, time.sleep, gate=gate)
-            report = _drain(worker, len(keys), console)
+            report = _drain(worker, len(subset), console)
             if m.connector == "hubspot":
                 sandbox.faults.set(Faults())
             for _ in range(5):  # patients deferred by the injected faults come back after backoff
@@ -125,13 +177,19 @@ def demo_crm_sync(rt: Runtime, console: Console) -> bool:
                 time.sleep(1.0)
                 report.add(worker.drain())
             with rt.engine.begin() as conn:
-                mark_dirty(conn, [m.destination], keys, to_micros(rt.clock.now()))
+                mark_dirty(conn, [m.destination], subset, to_micros(rt.clock.now()))
             rerun = worker.drain()
-            agreement = check_agreement(rt.engine, rt.cipher(), m, _records(url, m.connector))
+            records = (
+                _records(url, "pipedrive", "flat")
+                if m.connector == "pipedrive"
+                else _records(url, m.connector)
+            )
+            agreement = check_agreement(rt.engine, rt.cipher(), m, records, patients=set(subset))
             ok = ok and agreement.ok
             calls = connector.stats.calls - provision_calls - rerun.calls
             table.add_row(
                 m.destination,
+                f"{len(subset):,}",
                 f"{report.written:,}",
                 f"{calls:,}",
                 f"{_lower_bound(rt, m):,}",
@@ -143,9 +201,13 @@ def demo_crm_sync(rt: Runtime, console: Console) -> bool:
             connector.close()
     console.print(table)
     console.print(
-        "lower bound = records ÷ the API's batch maximum (HubSpot 100, Salesforce 200) per object, "
-        "plus HubSpot's association batches; every record is upserted by its external id, so "
-        "retries after 429s, 5xx and cut connections never duplicate one",
+        "lower bound = records ÷ the API's batch maximum per object (HubSpot 100, Salesforce "
+        "200, Dynamics 1,000 per $batch, Pipedrive 1: it has no batch API and no upsert, so a "
+        "search per new record too), plus the association calls where links are separate; every "
+        "record is upserted by its external id, so retries after 429s, 5xx and cut connections "
+        f"never duplicate one. Pipedrive: the first {PIPEDRIVE_PATIENTS} patients, its request "
+        f"window shortened {PIPEDRIVE_TIME_SCALE:g}x (at its real ~5 requests/s a backfill of "
+        "every patient takes a while; docs/benchmarks.md measures it)",
         highlight=False,
     )
     try:
@@ -183,12 +245,11 @@ def _due_later(worker: SyncWorker, rt: Runtime) -> bool:
 
 
 def _lower_bound(rt: Runtime, m: Mapping) -> int:
-    """Records ÷ the batch maximum, per object, plus HubSpot's association batches."""
+    """The fewest calls that write what the CRM holds now, all of it new (a backfill)."""
     from sqlalchemy import func
 
     from telecrm.sync.tables import sync_records
 
-    size = BATCH_MAX[m.connector]
     with read_only(rt.engine).connect() as conn:
         held: dict[str, int] = dict(
             conn.execute(
@@ -197,11 +258,7 @@ def _lower_bound(rt: Runtime, m: Mapping) -> int:
                 .group_by(sync_records.c.object)
             ).all()
         )
-    bound = 0
-    for o in m.objects:
-        batches = math.ceil(held.get(o.name, 0) / size)
-        bound += batches * (2 if o.associations and m.connector == "hubspot" else 1)
-    return bound
+    return estimate_calls(m, held, held)
 
 
 def _drain(worker: SyncWorker, total: int, console: Console) -> SyncReport:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
+from collections.abc import Mapping as Mapping_
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
+from telecrm.connectors.dynamics_auth import DATAVERSE_BATCH_MAX
 from telecrm.connectors.hubspot import HUBSPOT_BATCH_MAX
 from telecrm.connectors.salesforce import SALESFORCE_COLLECTION_MAX
 from telecrm.domain.fields import FIELDS
@@ -28,7 +30,29 @@ from telecrm.sync.tables import rate_budgets, sync_dead_letters, sync_dirty, syn
 from telecrm.sync.worker import load_known
 
 REDACTED = "[redacted]"
-BATCH_MAX = {"hubspot": HUBSPOT_BATCH_MAX, "salesforce": SALESFORCE_COLLECTION_MAX}
+BATCH_MAX = {
+    "hubspot": HUBSPOT_BATCH_MAX,
+    "salesforce": SALESFORCE_COLLECTION_MAX,
+    "pipedrive": 1,  # no batch endpoint: one record per call
+    "dynamics": DATAVERSE_BATCH_MAX,
+}
+SEARCH_BEFORE_CREATE = frozenset({"pipedrive"})  # no native upsert: a search per new record
+SEPARATE_ASSOCIATIONS = frozenset({"hubspot", "pipedrive", "dynamics"})  # links cost calls
+
+
+def estimate_calls(mapping: Mapping, written: Mapping_[str, int], new: Mapping_[str, int]) -> int:
+    """The fewest calls that write `written` records per object, `new` of them never seen: the
+    lower bound a sync is measured against (and the dry run's estimate)."""
+    size = BATCH_MAX[mapping.connector]
+    total = 0
+    for o in mapping.objects:
+        n = written.get(o.name, 0)
+        total += math.ceil(n / size)
+        if mapping.connector in SEARCH_BEFORE_CREATE:
+            total += new.get(o.name, 0)
+        if o.associations and mapping.connector in SEPARATE_ASSOCIATIONS:
+            total += math.ceil(n / size)
+    return total
 
 
 @dataclass
@@ -42,14 +66,8 @@ class DryRun:
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     def calls(self, mapping: Mapping) -> int:
-        size = BATCH_MAX[mapping.connector]
-        total = 0
-        for o in mapping.objects:
-            n = self.new[o.name] + self.changed[o.name]
-            total += math.ceil(n / size)
-            if o.associations and mapping.connector == "hubspot":
-                total += math.ceil(n / size)
-        return total + math.ceil(self.conversions / 100)
+        written = {o.name: self.new[o.name] + self.changed[o.name] for o in mapping.objects}
+        return estimate_calls(mapping, written, self.new) + math.ceil(self.conversions / 100)
 
 
 def redacted(mapping: Mapping, d: DesiredRecord) -> dict[str, Any]:
