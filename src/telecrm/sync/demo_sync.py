@@ -149,14 +149,14 @@ def demo_crm_sync(rt: Runtime, console: Console) -> bool:
             )
             mark_dirty(conn, ["pipedrive"], keys[:PIPEDRIVE_PATIENTS], now_us)
         table = Table(
-            "destination",
+            "CRM",
             "patients",
             "records",
-            "API calls",
+            "calls",
             "lower bound",
-            "limit refusals",
-            "5xx absorbed",
-            "re-run calls",
+            "429s",
+            "5xx",
+            "re-run",
             "agreement",
             title="CRM sync (sandboxes with the documented limits)",
         )
