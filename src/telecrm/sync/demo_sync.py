@@ -154,7 +154,7 @@ def demo_crm_sync(rt: Runtime, console: Console) -> bool:
             "records",
             "calls",
             "lower bound",
-            "429s",
+            "refused",
             "5xx",
             "re-run",
             "agreement",
