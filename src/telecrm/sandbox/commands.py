@@ -138,13 +138,17 @@ def pipedrive_command(
 def dynamics_command(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8096, min=1, max=65535),
+    org_url: str = typer.Option(
+        "https://contoso.crm.dynamics.com",
+        help="The environment URL tokens are scoped to (the mapping's connection.org_url)",
+    ),
 ) -> None:
     """Microsoft Dataverse Web API v9.2 ($batch, upsert by alternate key, metadata API, service
     protection) with an Entra ID token endpoint: client sandbox-client-id / sandbox-client-secret."""
     from telecrm.sandbox.dynamics import serve_dynamics_sandbox
     from telecrm.sandbox.dynamics_limits import DynamicsSandboxConfig
 
-    config = DynamicsSandboxConfig()
+    config = DynamicsSandboxConfig(org_url=org_url)
     console.print(
         f"Dynamics 365 sandbox on http://{host}:{port} (tenant {config.tenant_id}, client "
         "sandbox-client-id / sandbox-client-secret; 6,000 requests per 5 minutes); "
