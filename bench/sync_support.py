@@ -34,6 +34,12 @@ from telecrm.sync.worker import SyncWorker
 
 HUBSPOT_TOKEN = "pat-na1-sandbox"  # noqa: S105 - the sandbox's default private-app token
 SF_CLIENT = ("sandbox-client-id", "sandbox-client-secret")  # the sandbox's default client
+PIPEDRIVE_TOKEN = "pd-sandbox-api-token"  # noqa: S105 - the sandbox's default API token
+DYNAMICS_ENV = {  # the Dataverse sandbox's default tenant and application user
+    "TELECRM_DYNAMICS_TENANT_ID": "00000000-0000-0000-0000-00000000e1d0",
+    "TELECRM_DYNAMICS_CLIENT_ID": SF_CLIENT[0],
+    "TELECRM_DYNAMICS_CLIENT_SECRET": SF_CLIENT[1],
+}
 
 
 def new_runtime(work: Path) -> Runtime:
@@ -103,8 +109,10 @@ class RemoteSandbox:
         args = [sys.executable, "-m", "telecrm.cli", "sandbox", kind, "--port", str(port)]
         if kind == "hubspot":  # 100 requests per 10 s, 250,000 a day (private app, Starter)
             args += ["--burst", "100", "--window", str(10.0 / scale), "--daily", "250000"]
-        else:  # 100,000 requests per rolling 24 h (Enterprise base allocation)
+        elif kind == "salesforce":  # 100,000 requests per rolling 24 h (Enterprise base allocation)
             args += ["--allocation", "100000", "--window", str(86_400 / scale)]
+        else:  # `telecrm sandbox pipedrive|dynamics` cannot scale windows (nor set the org URL)
+            args = inline_sandbox(kind, port, scale)
         self.kind = kind
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -116,9 +124,15 @@ class RemoteSandbox:
                 time.sleep(0.02)  # waiting for a process to start, not a timer under test
         raise RuntimeError("sandbox did not start")
 
-    def records(self, crm_object: str) -> list[dict[str, Any]]:
-        body = httpx.get(f"{self.url}/_sandbox/records/{crm_object}", timeout=300).json()
-        return list(body["results"] if isinstance(body, dict) else body)
+    def records(self, crm_object: str, view: str = "records") -> list[dict[str, Any]]:
+        body = httpx.get(f"{self.url}/_sandbox/{view}/{crm_object}", timeout=300).json()
+        if isinstance(body, dict):  # HubSpot, Salesforce, Pipedrive: results; Dataverse: value
+            return list(body["results"] if "results" in body else body["value"])
+        return list(body)
+
+    def flat(self, crm_object: str) -> list[dict[str, Any]]:
+        """Pipedrive's records with custom fields by name (what the agreement check compares)."""
+        return self.records(crm_object, "flat")
 
     @property
     def stats(self) -> SimpleNamespace:
@@ -129,10 +143,49 @@ class RemoteSandbox:
         self.proc.wait(timeout=30)
 
 
+# Pipedrive's daily budgets would stop a backfill of more than a few hundred patients on the Lite
+# plan (30,000 tokens, 10,000 POST/PUT a day per user): the sandbox gets budgets no run reaches and
+# the benchmark reports the tokens and writes it spent instead (what a plan must allow).
+PIPEDRIVE_UNBOUNDED_DAY = 1_000_000_000
+INLINE_SANDBOX = (
+    "import json, sys; from {module} import {serve}; from {config_module} import {config}; "
+    "{serve}('127.0.0.1', int(sys.argv[1]), {config}(**json.loads(sys.argv[2])))"
+)
+
+
+def inline_sandbox(kind: str, port: int, scale: float) -> list[str]:
+    """argv serving a Pipedrive or Dataverse sandbox with its windows divided by `scale`."""
+    if kind == "pipedrive":  # 20 requests (10 searches) per 2 s per api_token user
+        module = config_module = "telecrm.sandbox.pipedrive"
+        serve, config = "serve_pipedrive_sandbox", "PipedriveSandboxConfig"
+        values: dict[str, Any] = {
+            "window_seconds": 2.0 / scale,
+            "daily_token_budget": PIPEDRIVE_UNBOUNDED_DAY,
+            "daily_writes_api_token": PIPEDRIVE_UNBOUNDED_DAY,
+        }
+    elif kind == "dynamics":  # 6,000 requests and 1,200 s execution time per 300 s
+        module, config_module = "telecrm.sandbox.dynamics", "telecrm.sandbox.dynamics_limits"
+        serve, config = "serve_dynamics_sandbox", "DynamicsSandboxConfig"
+        values = {
+            "org_url": load_mapping("dynamics").connection["org_url"],  # the token scope names it
+            "window_seconds": 300.0 / scale,
+            "execution_seconds_per_window": 1200.0 / scale,
+        }
+    else:
+        raise ValueError(kind)
+    program = INLINE_SANDBOX.format(
+        module=module, serve=serve, config_module=config_module, config=config
+    )
+    return [sys.executable, "-c", program, str(port), orjson.dumps(values).decode()]
+
+
 def scaled_mapping(name: str, scale: float) -> Mapping:
     """The built-in mapping with its rate window divided by `scale` (daily caps unchanged)."""
     m = load_mapping(name)
-    limits = m.limits.model_copy(update={"per_seconds": m.limits.per_seconds / scale})
+    update: dict[str, Any] = {"per_seconds": m.limits.per_seconds / scale}
+    if m.connector == "pipedrive":  # its 1,200 a day is the Lite budget: lifted, see above
+        update["daily"] = None
+    limits = m.limits.model_copy(update=update)
     return m.model_copy(update={"limits": limits})
 
 
@@ -144,6 +197,10 @@ def new_sandbox(kind: str, scale: float) -> RemoteSandbox:
 def env_for(mapping: Mapping, url: str) -> dict[str, str]:
     if mapping.connector == "hubspot":
         return {"TELECRM_HUBSPOT_TOKEN": HUBSPOT_TOKEN, url_override_name(mapping): url}
+    if mapping.connector == "pipedrive":
+        return {"TELECRM_PIPEDRIVE_TOKEN": PIPEDRIVE_TOKEN, url_override_name(mapping): url}
+    if mapping.connector == "dynamics":
+        return {**DYNAMICS_ENV, url_override_name(mapping): url}
     return {
         "TELECRM_SALESFORCE_CLIENT_ID": SF_CLIENT[0],
         "TELECRM_SALESFORCE_CLIENT_SECRET": SF_CLIENT[1],
@@ -186,8 +243,8 @@ def provision(rt: Runtime, mapping: Mapping, url: str) -> None:
 
 
 def crm_records(sandbox: RemoteSandbox) -> Any:
-    """obj -> the records the sandbox holds (GET /_sandbox/records/{obj})."""
-    return sandbox.records
+    """obj -> the records the sandbox holds (GET /_sandbox/records/{obj}; Pipedrive: /flat/)."""
+    return sandbox.flat if sandbox.kind == "pipedrive" else sandbox.records
 
 
 def held_counts(sandbox: RemoteSandbox, mapping: Mapping) -> dict[str, int]:
@@ -202,7 +259,18 @@ def held_counts(sandbox: RemoteSandbox, mapping: Mapping) -> dict[str, int]:
 
 def limit_refusals(sandbox: RemoteSandbox) -> int:
     stats = sandbox.stats
-    return int(stats.rate_limited if sandbox.kind == "hubspot" else stats.limit_refusals)
+    hubspot_like = sandbox.kind in ("hubspot", "pipedrive")
+    return int(stats.rate_limited if hubspot_like else stats.limit_refusals)
+
+
+def refusals_in_requests(kind: str) -> bool:
+    """Whether the sandbox's `api_requests` counts the requests it refused for the limits."""
+    return kind in ("hubspot", "pipedrive")
+
+
+def tokens_spent(sandbox: RemoteSandbox) -> int | None:
+    """Pipedrive's token budget spent so far (the other sandboxes have no tokens)."""
+    return int(sandbox.stats.tokens_spent) if sandbox.kind == "pipedrive" else None
 
 
 def api_requests(sandbox: RemoteSandbox) -> int:
@@ -210,12 +278,24 @@ def api_requests(sandbox: RemoteSandbox) -> int:
 
 
 def lower_bound(mapping: Mapping, held: dict[str, int], conversions: int = 0) -> int:
-    """Fewest calls that can write `held`: full batches, plus HubSpot's association batches
-    (one per 100 links) and Salesforce's lead conversions (100 per SOAP call, then stamps)."""
-    size = 100 if mapping.connector == "hubspot" else 200
+    """Fewest calls that can write `held` into an empty CRM.
+
+    HubSpot / Salesforce: full batches (100 / 200), plus HubSpot's association batches (one per
+    100 links) and Salesforce's lead conversions (100 per SOAP call, then stamps).
+    Pipedrive: no batch write and no upsert, so one write per record, plus one exact search per
+    record not yet known (all of them in an empty CRM: without it a re-sent create duplicates).
+    A deal's person link could ride in the deal's own create body, so it adds nothing here.
+    Dynamics: full `$batch`es of 1,000 upserts per object; lookups (a case's customer, an
+    opportunity's contact) are bound inside the upsert, so association batches (1,000 per call)
+    count only for objects the mapping links with `associations:` (none in the built-in one)."""
+    if mapping.connector == "pipedrive":
+        return 2 * sum(held.values())
+    size = {"hubspot": 100, "salesforce": 200, "dynamics": 1000}[mapping.connector]
     calls = sum(math.ceil(n / size) for n in held.values())
-    if mapping.connector == "hubspot":
-        calls += sum(math.ceil(held[o.crm_object] / 100) for o in mapping.objects if o.associations)
+    if mapping.connector in ("hubspot", "dynamics"):
+        calls += sum(
+            math.ceil(held[o.crm_object] / size) for o in mapping.objects if o.associations
+        )
     elif conversions:
         calls += math.ceil(conversions / 100) + math.ceil(2 * conversions / 200)
     return calls

@@ -52,6 +52,9 @@ class DataverseStore:
         self.tables = standard_tables()
         self.keys = {name: {} for name in self.tables}
         self.rows = {name: {} for name in self.tables}
+        # (table, key attributes) -> {case-folded key values: row id}: a lookup by alternate key
+        # is a dict get, as an indexed key is in Dataverse, not a scan of every row.
+        self._index: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], str]] = {}
         self._version = 1_000_000
         self._undo = None
 
@@ -84,9 +87,16 @@ class DataverseStore:
             self._undo = None
 
     def _put(self, logical: str, row_id: str, row: dict[str, Any] | None) -> None:
+        old = self.rows[logical].get(row_id)
         if self._undo is not None:
-            old = self.rows[logical].get(row_id)
             self._undo.append((logical, row_id, copy.deepcopy(old) if old else None))
+        for (table, attrs), index in self._index.items():
+            if table != logical:
+                continue
+            if old is not None:
+                index.pop(_key_values(old, attrs), None)
+            if row is not None:
+                index[_key_values(row, attrs)] = row_id
         if row is None:
             self.rows[logical].pop(row_id, None)
         else:
@@ -97,12 +107,13 @@ class DataverseStore:
         """The row id a GUID or alternate-key value names, or None."""
         if isinstance(key, str):
             return key if key in self.rows[table.logical] else None
-        self._require_key(table, tuple(sorted(key)))
-        want = {k: v.casefold() for k, v in key.items()}
-        for row_id, row in self.rows[table.logical].items():
-            if all(str(row.get(k, "")).casefold() == v for k, v in want.items()):
-                return row_id
-        return None
+        attrs = tuple(sorted(key))
+        self._require_key(table, attrs)
+        index = self._index.get((table.logical, attrs))
+        if index is None:
+            index = {_key_values(r, attrs): i for i, r in self.rows[table.logical].items()}
+            self._index[(table.logical, attrs)] = index
+        return index.get(tuple(str(key[a]).casefold() for a in attrs))
 
     def _require_key(self, table: Table, attributes: tuple[str, ...]) -> None:
         for k in self.keys[table.logical].values():
@@ -302,6 +313,10 @@ class DataverseStore:
         key = AlternateKey(name, attributes, self.now() + self.key_activation_seconds)
         self.keys[logical][name] = key
         return key
+
+
+def _key_values(row: dict[str, Any], attrs: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(str(row.get(a, "")).casefold() for a in attrs)
 
 
 def _is_date(value: str) -> bool:
