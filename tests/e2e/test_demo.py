@@ -21,7 +21,11 @@ def test_the_demo_runs_end_to_end_and_checks_itself(
     assert "generated a demo master key" in out
     assert "lost in transit" in out and "were already known" in out
     assert "audit chain: intact" in out
-    assert "CRM sync of" in out and out.count("│ ok") == 2  # both CRMs agree with the source
+    assert "CRM sync (sandboxes" in out and out.count("│ ok") == 4  # all four CRMs agree
+    # Messaging: today's events reach both providers, and the PHI canary stays out of them.
+    assert "messages by status" in out and "engagement (share of sent)" in out
+    assert "telecrm messages why" in out and "quiet_hours" in out
+    assert "found in what it received" in out and "│ SendGrid    │ no" in out
     assert "BAA is refused" in out
     for stage in ("visitor", "lead", "churned"):
         assert stage in out
