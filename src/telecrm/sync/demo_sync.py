@@ -75,9 +75,10 @@ def _records(
     base_url: str, kind: str, view: str = "records"
 ) -> Callable[[str], list[dict[str, Any]]]:
     def fetch(crm_object: str) -> list[dict[str, Any]]:
-        body = httpx.get(f"{base_url}/_sandbox/{view}/{crm_object}", timeout=60).json()
-        rows = body.get("results", body.get("value", body)) if isinstance(body, dict) else body
-        return list(rows)
+        body: Any = httpx.get(f"{base_url}/_sandbox/{view}/{crm_object}", timeout=60).json()
+        if isinstance(body, dict):  # HubSpot/Pipedrive {"results": [...]}, Dataverse {"value": [...]}
+            body = body.get("results", body.get("value", []))
+        return list(body)
 
     return fetch
 
