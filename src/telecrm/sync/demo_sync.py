@@ -76,7 +76,9 @@ def _records(
 ) -> Callable[[str], list[dict[str, Any]]]:
     def fetch(crm_object: str) -> list[dict[str, Any]]:
         body: Any = httpx.get(f"{base_url}/_sandbox/{view}/{crm_object}", timeout=60).json()
-        if isinstance(body, dict):  # HubSpot/Pipedrive {"results": [...]}, Dataverse {"value": [...]}
+        if isinstance(
+            body, dict
+        ):  # HubSpot/Pipedrive {"results": [...]}, Dataverse {"value": [...]}
             body = body.get("results", body.get("value", []))
         return list(body)
 
