@@ -22,6 +22,7 @@ from telecrm.messaging.planner import address_bidx
 from telecrm.messaging.tables import consent_ledger, message_suppressions, messages
 from telecrm.messaging.twilio_webhook import twilio_signature
 from telecrm.messaging.wiring import INBOUND_PATH, STATUS_PATH
+from telecrm.observability.logs import configure_logging
 from telecrm.profiles.tables import profiles
 from telecrm.sandbox.sendgrid_events import WebhookSigner, serialise_events
 from telecrm.store.schema import metadata
@@ -615,6 +616,8 @@ def test_a_two_factor_code_at_3am_goes_at_once_and_is_stored_and_logged_nowhere(
     three_am = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)  # 03:00 in Los Angeles
     clock.set(three_am - timedelta(hours=10))
     caplog.set_level("DEBUG")
+    # Info lines must reach the capture whatever level an earlier test left structlog at.
+    configure_logging("DEBUG")
     with structlog.testing.capture_logs() as logs, messaging_harness(runtime, clock) as h:
         h.feed([consenting("p1", h.clock.now())])
         h.run()
@@ -635,6 +638,7 @@ def test_a_two_factor_code_at_3am_goes_at_once_and_is_stored_and_logged_nowhere(
         h.callbacks()
         found = where_is(h, code)
         assert "messages.template" in where_is(h, "two_factor_code")  # the scan does find things
+    configure_logging("WARNING")  # back to stderr at the suite's level
     assert found == []
     assert any(e.get("event") == "message.requested" for e in logs)  # logs were captured
     assert code not in repr(logs)

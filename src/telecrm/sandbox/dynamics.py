@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import inspect
 import json
 import random
 import re
@@ -30,7 +29,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from telecrm.sandbox.dynamics_batch import (
@@ -59,10 +57,12 @@ from telecrm.sandbox.dynamics_schema import (
 from telecrm.sandbox.dynamics_store import DataverseStore
 from telecrm.sandbox.faults import (
     ADMIN_PREFIX,
-    DropConnection,
     FaultInjector,
     FaultPlan,
     Faults,
+    inject_latency,
+    make_response,
+    respond,
     serve_app,
     set_faults,
 )
@@ -137,30 +137,13 @@ class DynamicsSandbox:
         elif (m := TOKEN_PATH.match(path)) and request.method == "POST":
             answer = self._token(m.group(1), raw)
         else:
-            if self.faults.latency:
-                pending = self._sleep(self.faults.latency)
-                if inspect.isawaitable(pending):
-                    await pending
+            await inject_latency(self.faults, self._sleep)
             answer, drop = self._api(request, raw)
-        response: Response
-        if isinstance(answer.body, bytes):
-            response = Response(answer.body, answer.status, headers=answer.headers)
-        elif answer.body is None:
-            response = Response(status_code=answer.status, headers=answer.headers)
-        else:
-            response = JSONResponse(answer.body, answer.status, headers=answer.headers)
+        response = make_response(answer.status, answer.body, answer.headers)
         if drop:
             with self._lock:
                 self.stats.dropped += 1
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": answer.status,
-                    "headers": response.raw_headers,
-                }
-            )
-            raise DropConnection()
-        await response(scope, receive, send)
+        await respond(scope, receive, send, response, drop=drop)
 
     # -- Entra ID token endpoint (§4.1; AADSTS codes UNCONFIRMED) -------------------------------
     def _token(self, tenant: str, raw: bytes) -> Answer:

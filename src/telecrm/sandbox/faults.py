@@ -18,6 +18,7 @@ connection into `httpx.RemoteProtocolError`, which is what a real socket would g
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import JSONResponse, Response
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -156,3 +158,36 @@ def serve_app(app: ASGIApp, host: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="off")
+
+
+async def inject_latency(plan: FaultPlan, sleep: Callable[[float], Any]) -> None:
+    """The `latency_seconds` knob: wait before answering an API request (on the injected sleep)."""
+    if plan.latency:
+        pending = sleep(plan.latency)
+        if inspect.isawaitable(pending):
+            await pending
+
+
+def make_response(status: int, body: Any, headers: dict[str, str]) -> Response:
+    """No body, raw bytes, or JSON: the three kinds of answer the sandboxes give."""
+    if body is None:
+        return Response(status_code=status, headers=headers)
+    if isinstance(body, bytes):
+        return Response(body, status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def respond(
+    scope: Scope, receive: Receive, send: Send, response: Response, *, drop: bool
+) -> None:
+    """Send the answer; for a dropped connection start it, then cut the socket (DropConnection)."""
+    if drop:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response.raw_headers,
+            }
+        )
+        raise DropConnection()
+    await response(scope, receive, send)

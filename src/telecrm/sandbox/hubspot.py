@@ -9,7 +9,6 @@ follow docs/research crm-apis.md §1; everything under `/_sandbox` is ours, not 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import random
 import re
@@ -24,16 +23,17 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from telecrm.sandbox import hubspot_batches as hb
 from telecrm.sandbox import hubspot_store as hs
 from telecrm.sandbox.faults import (
     ADMIN_PREFIX,
-    DropConnection,
     FaultInjector,
     FaultPlan,
+    inject_latency,
+    make_response,
+    respond,
     serve_app,
     set_faults,
 )
@@ -210,29 +210,15 @@ class HubSpotSandbox:
         elif path == TOKEN_PATH and request.method == "POST":
             reply, drop = self._token(raw), False
         else:
-            if self.faults.latency:
-                pending = self._sleep(self.faults.latency)
-                if inspect.isawaitable(pending):
-                    await pending
+            await inject_latency(self.faults, self._sleep)
             reply, drop = self._api(request, raw)
         headers = {"X-HubSpot-Correlation-Id": self._uuid(), **reply.headers}
-        response: Response
-        if reply.body is None:
-            response = Response(status_code=reply.status, headers=headers)
-        else:
-            response = JSONResponse(reply.body, status_code=reply.status, headers=headers)
         if drop:
             with self._lock:
                 self.stats.dropped += 1
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": reply.status,
-                    "headers": response.raw_headers,
-                }
-            )
-            raise DropConnection()
-        await response(scope, receive, send)
+        await respond(
+            scope, receive, send, make_response(reply.status, reply.body, headers), drop=drop
+        )
 
     def _uuid(self) -> str:
         with self._lock:

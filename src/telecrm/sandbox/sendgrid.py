@@ -13,7 +13,6 @@ Everything under `/_sandbox` is ours, not SendGrid's.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import random
 import re
@@ -26,16 +25,17 @@ from typing import Any
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from telecrm.sandbox import sendgrid_mail as mail
 from telecrm.sandbox import sendgrid_suppressions as suppressions_api
 from telecrm.sandbox.faults import (
     ADMIN_PREFIX,
-    DropConnection,
     FaultInjector,
     FaultPlan,
+    inject_latency,
+    make_response,
+    respond,
     serve_app,
     set_faults,
 )
@@ -265,27 +265,13 @@ class SendGridSandbox:
         elif path.startswith(ADMIN_PREFIX):
             reply = self._admin(method, path, raw)
         else:
-            if self.faults.latency:
-                pending = self._sleep(self.faults.latency)
-                if inspect.isawaitable(pending):
-                    await pending
+            await inject_latency(self.faults, self._sleep)
             reply, drop = self._api(request, raw)
-        response: Response
-        if reply.body is None:
-            response = Response(status_code=reply.status, headers=reply.headers)
-        else:
-            response = JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+        response = make_response(reply.status, reply.body, reply.headers)
         if drop:
             with self._lock:
                 self.stats.dropped += 1
-            start = {
-                "type": "http.response.start",
-                "status": reply.status,
-                "headers": response.raw_headers,
-            }
-            await send(start)
-            raise DropConnection()
-        await response(scope, receive, send)
+        await respond(scope, receive, send, response, drop=drop)
 
     def _api(self, request: Request, raw: bytes) -> tuple[Reply, bool]:
         with self._lock:

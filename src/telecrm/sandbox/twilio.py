@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import inspect
 import json
 import re
 import threading
@@ -37,9 +36,10 @@ from telecrm.messaging.twilio_webhook import classify_keyword, twilio_signature
 from telecrm.sandbox import twilio_store as ts
 from telecrm.sandbox.faults import (
     ADMIN_PREFIX,
-    DropConnection,
     FaultInjector,
     FaultPlan,
+    inject_latency,
+    respond,
     serve_app,
     set_faults,
 )
@@ -248,21 +248,14 @@ class TwilioSandbox:
             status, body = await run_in_threadpool(self._admin, method, path, raw)
             headers: dict[str, str] = {}
         else:
-            if self.faults.latency:
-                pending = self._sleep(self.faults.latency)
-                if inspect.isawaitable(pending):
-                    await pending
+            await inject_latency(self.faults, self._sleep)
             status, body, headers, drop = self._api(request, raw)
         headers["Twilio-Request-Id"] = "RQ" + uuid.uuid4().hex
         response = JSONResponse(body, status_code=status, headers=headers)
         if drop:
             with self._lock:
                 self.stats.dropped += 1
-            await send(
-                {"type": "http.response.start", "status": status, "headers": response.raw_headers}
-            )
-            raise DropConnection()
-        await response(scope, receive, send)
+        await respond(scope, receive, send, response, drop=drop)
 
     def _count(self, label: str) -> None:
         with self._lock:
