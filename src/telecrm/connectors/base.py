@@ -229,3 +229,15 @@ class CustomProperty:
     unique: bool = False  # an external id: what upserts key on
     options: tuple[str, ...] = ()  # for enumerations
     sensitive: bool = False  # HubSpot: created as sensitive data (may hold PHI under the BAA)
+
+
+def check_token_or_oauth(
+    token_name: str, token: object, client_id: object, client_secret: object, refresh_token: object
+) -> None:
+    """A CRM account is reached one way: a token, or the OAuth client id, secret and refresh
+    token together (HubSpot's private app, Pipedrive's API token)."""
+    oauth = (client_id, client_secret, refresh_token)
+    if token is None and not all(oauth):
+        raise ValueError(f"set {token_name}, or client_id, client_secret and refresh_token")
+    if token is not None and any(oauth):
+        raise ValueError(f"set {token_name} or the OAuth fields, not both")

@@ -14,7 +14,7 @@ from typing import Self
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from telecrm.connectors.base import AuthFailed, CallStats, TransientFailure
+from telecrm.connectors.base import AuthFailed, CallStats, TransientFailure, check_token_or_oauth
 
 HUBSPOT_API_BASE = "https://api.hubapi.com"  # crm-apis.md §1
 HUBSPOT_TOKEN_PATH = "/oauth/v1/token"  # noqa: S105 - a path, not a secret; OAuth v1 token endpoint (crm-apis.md §1.1)
@@ -36,11 +36,13 @@ class HubSpotConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> Self:
-        oauth = (self.client_id, self.client_secret, self.refresh_token)
-        if self.private_app_token is None and not all(oauth):
-            raise ValueError("set private_app_token, or client_id, client_secret and refresh_token")
-        if self.private_app_token is not None and any(oauth):
-            raise ValueError("set private_app_token or the OAuth fields, not both")
+        check_token_or_oauth(
+            "private_app_token",
+            self.private_app_token,
+            self.client_id,
+            self.client_secret,
+            self.refresh_token,
+        )
         return self
 
     @property

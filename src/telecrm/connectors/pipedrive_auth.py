@@ -14,7 +14,7 @@ from typing import Self
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from telecrm.connectors.base import AuthFailed, CallStats, TransientFailure
+from telecrm.connectors.base import AuthFailed, CallStats, TransientFailure, check_token_or_oauth
 
 PIPEDRIVE_API_BASE = "https://api.pipedrive.com"  # v2 base; v1 also on {company}.pipedrive.com (§3)
 PIPEDRIVE_TOKEN_URL = "https://oauth.pipedrive.com/oauth/token"  # noqa: S105 - a URL (§3.1)
@@ -37,11 +37,9 @@ class PipedriveConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> Self:
-        oauth = (self.client_id, self.client_secret, self.refresh_token)
-        if self.api_token is None and not all(oauth):
-            raise ValueError("set api_token, or client_id, client_secret and refresh_token")
-        if self.api_token is not None and any(oauth):
-            raise ValueError("set api_token or the OAuth fields, not both")
+        check_token_or_oauth(
+            "api_token", self.api_token, self.client_id, self.client_secret, self.refresh_token
+        )
         return self
 
     @property
