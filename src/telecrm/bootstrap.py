@@ -31,7 +31,8 @@ from telecrm.sync.mapping import Mapping, load_mapping
 from telecrm.sync.planner import mark_dirty
 
 if TYPE_CHECKING:
-    from telecrm.domain.messages import TriggerFired
+    from telecrm.domain.messages import PatientActivity, TriggerFired
+    from telecrm.journeys.wiring import Journeys
     from telecrm.messaging.wiring import Messaging
     from telecrm.sync.worker import SyncWorker
 
@@ -55,6 +56,8 @@ class Runtime:
         self._mappings: list[Mapping] | None = None
         self._messaging: Messaging | None = None
         self._messaging_lock = threading.Lock()
+        self._journeys: Journeys | None = None
+        self._journeys_lock = threading.Lock()
 
     # -- keys -------------------------------------------------------------------------------
     def master_keys(self) -> tuple[bytes, list[bytes]]:
@@ -127,6 +130,34 @@ class Runtime:
 
             enqueue_triggers(conn, fired, now_us)
 
+    # -- journeys -----------------------------------------------------------------------------
+    def journeys(self) -> Journeys:
+        """The journey files (validated) and their runner; raises on a bad journey file."""
+        with self._journeys_lock:
+            if self._journeys is None:
+                from telecrm.journeys.wiring import build_journeys
+
+                self._journeys = build_journeys(self)
+            return self._journeys
+
+    def use_journeys(self, journeys: Journeys) -> None:
+        self._journeys = journeys
+
+    def _record_activity(
+        self, conn: Connection, activity: list[PatientActivity], now_us: int
+    ) -> None:
+        if not (self.settings.journeys and self.settings.messaging):
+            return
+        from telecrm.journeys.inbox import inbox_writer
+
+        registry = self.journeys().registry
+        write = inbox_writer(
+            registry.listened_events,
+            registry.listens_to_stages,
+            int(self.settings.message_max_age_hours * 3_600_000_000),
+        )
+        write(conn, activity, now_us)
+
     # -- parts ------------------------------------------------------------------------------
     def verifier(self) -> Verifier:
         return Verifier.from_secrets(
@@ -147,6 +178,7 @@ class Runtime:
             publish=self.bus.publish,
             on_written=self._mark_dirty,
             on_triggers=self._enqueue_triggers,
+            on_activity=self._record_activity if self._journeys_on() else None,
         )
 
     def sweep(self) -> LifecycleSweep:
@@ -156,7 +188,11 @@ class Runtime:
             self.settings.thresholds,
             publish=self.bus.publish,
             on_written=self._mark_dirty,
+            on_activity=self._record_activity if self._journeys_on() else None,
         )
+
+    def _journeys_on(self) -> bool:
+        return self.settings.journeys and self.settings.messaging
 
     def queue_stats(self) -> tuple[int, float]:
         """(patients waiting to be folded, seconds the longest of them has waited).
@@ -292,6 +328,7 @@ class MessagingThread(threading.Thread):
         super().__init__(name="telecrm-messaging", daemon=True)
         self._runtime = runtime
         self._parts = runtime.messaging()  # raises here, in the caller, on a bad configuration
+        self._journeys = runtime.journeys() if runtime.settings.journeys else None
         self._stop_requested = stop
 
     def run(self) -> None:
@@ -302,6 +339,8 @@ class MessagingThread(threading.Thread):
         while not self._stop_requested.is_set():
             try:
                 self._parts.planner.drain()
+                if self._journeys is not None:
+                    self._journeys.runner.drain()
                 report = self._parts.dispatcher.drain()
                 for outcome in (
                     "sent",

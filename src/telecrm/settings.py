@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         description="A trigger older than this sends nothing; a message not sent within this "
         "long after it was due expires",
     )
+    # -- journeys (docs/journeys.md) -------------------------------------------------------
+    journeys: bool = Field(
+        True, description="Run the journeys (built-ins plus TELECRM_JOURNEYS_DIR); needs messaging"
+    )
+    journeys_dir: Path | None = Field(
+        None, description="Folder of journey YAML files that replace or add to the built-ins"
+    )
     sendgrid_api_key: SecretStr | None = None
     sendgrid_url: str = "https://api.sendgrid.com"
     sendgrid_from_email: str = "care@example.com"

@@ -40,3 +40,14 @@ class TriggerFired:
 
 
 DomainMessage = EventsAccepted | ProfileChanged | StageChanged | TriggerFired
+
+
+@dataclass(frozen=True, slots=True)
+class PatientActivity:
+    """An event folded, or a stage entered, for an identified patient: what journeys listen to."""
+
+    patient_key: str
+    kind: str  # event | stage
+    name: str  # the event type, or the stage entered
+    event_id: str | None
+    at_us: int

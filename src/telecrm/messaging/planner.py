@@ -131,6 +131,23 @@ def record_consent(conn: Connection, patient_key: str, entries: Iterable[Consent
         conn.execute(consent_ledger.insert(), rows)
 
 
+def load_event_data(
+    conn: Connection, cipher: FieldCipher, event_ids: Sequence[str]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """{event id: (type, decrypted data)} for the events that exist."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    ids = sorted(set(event_ids))
+    for start in range(0, len(ids), IN_CHUNK):
+        for r in conn.execute(
+            select(events.c.event_id, events.c.type, events.c.payload).where(
+                events.c.event_id.in_(ids[start : start + IN_CHUNK])
+            )
+        ):
+            raw = cipher.decrypt(r.payload, record_id=r.event_id, field="data")
+            out[r.event_id] = (r.type, orjson.loads(raw))
+    return out
+
+
 class MessagePlanner:
     def __init__(
         self,
@@ -202,17 +219,7 @@ class MessagePlanner:
     def _event_data(
         self, conn: Connection, cipher: FieldCipher, event_ids: Sequence[str]
     ) -> dict[str, tuple[str, dict[str, Any]]]:
-        out: dict[str, tuple[str, dict[str, Any]]] = {}
-        ids = sorted(set(event_ids))
-        for start in range(0, len(ids), IN_CHUNK):
-            for r in conn.execute(
-                select(events.c.event_id, events.c.type, events.c.payload).where(
-                    events.c.event_id.in_(ids[start : start + IN_CHUNK])
-                )
-            ):
-                raw = cipher.decrypt(r.payload, record_id=r.event_id, field="data")
-                out[r.event_id] = (r.type, orjson.loads(raw))
-        return out
+        return load_event_data(conn, cipher, event_ids)
 
     # -- the rules --------------------------------------------------------------------------------
     def plan(

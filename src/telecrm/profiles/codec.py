@@ -133,6 +133,8 @@ CipherProvider = Callable[[], FieldCipher]
 ProfilesWritten = Callable[[Connection, list[str], int], None]
 # Called in the projection's transaction with the triggers (TriggerFired) it just folded.
 TriggersFired = Callable[[Connection, list[Any], int], None]
+# Called in the projection's transaction with the events folded and stages entered (journeys).
+ActivityFolded = Callable[[Connection, list[Any], int], None]
 
 
 def transition_rows(key: str, start: int, history: Sequence[Transition]) -> list[dict[str, Any]]:

@@ -13,9 +13,9 @@ from sqlalchemy import Engine, insert, select, update
 
 from telecrm.domain.clock import Clock, to_micros
 from telecrm.domain.lifecycle import Thresholds, Transition
-from telecrm.domain.messages import StageChanged
+from telecrm.domain.messages import PatientActivity, StageChanged
 from telecrm.domain.profile import advance_time
-from telecrm.profiles.codec import ProfilesWritten, decode, encode, transition_rows
+from telecrm.profiles.codec import ActivityFolded, ProfilesWritten, decode, encode, transition_rows
 from telecrm.profiles.tables import profiles, stage_transitions
 
 SWEEP_COLUMNS = (
@@ -46,12 +46,14 @@ class LifecycleSweep:
         *,
         publish: Callable[[object], None] | None = None,
         on_written: ProfilesWritten | None = None,
+        on_activity: ActivityFolded | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._thresholds = thresholds
         self._publish = publish
         self._on_written = on_written
+        self._on_activity = on_activity
 
     def run(self, batch: int = 2000) -> SweepReport:
         total = SweepReport()
@@ -118,4 +120,12 @@ class LifecycleSweep:
             moved = sorted({m.patient_key for m in report.messages if isinstance(m, StageChanged)})
             if moved and self._on_written is not None:
                 self._on_written(conn, moved, now_us)
+            if self._on_activity is not None:
+                activity = [
+                    PatientActivity(m.patient_key, "stage", m.to_stage.value, None, to_micros(m.at))
+                    for m in report.messages
+                    if isinstance(m, StageChanged) and m.patient_id is not None
+                ]
+                if activity:
+                    self._on_activity(conn, activity, now_us)
         return report

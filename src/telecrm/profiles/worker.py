@@ -18,10 +18,11 @@ from telecrm.domain.clock import Clock, from_micros, to_micros
 from telecrm.domain.events import TRIGGERS
 from telecrm.domain.fields import FIELDS
 from telecrm.domain.lifecycle import Thresholds, Transition
-from telecrm.domain.messages import ProfileChanged, StageChanged, TriggerFired
+from telecrm.domain.messages import PatientActivity, ProfileChanged, StageChanged, TriggerFired
 from telecrm.domain.profile import Profile, advance_time, fold, step
 from telecrm.ingest.tables import events, identity_links, pending_patients
 from telecrm.profiles.codec import (
+    ActivityFolded,
     ProfilesWritten,
     StoredProfile,
     TriggersFired,
@@ -63,6 +64,7 @@ class BatchReport:
     refolds: int = 0
     transitions: int = 0
     messages: list[object] = field(default_factory=list)
+    activity: list[PatientActivity] = field(default_factory=list)
 
 
 def _claim(conn: Connection, limit: int) -> list[str]:
@@ -87,6 +89,7 @@ class ProfileWorker:
         actor: str = "worker",
         on_written: ProfilesWritten | None = None,
         on_triggers: TriggersFired | None = None,
+        on_activity: ActivityFolded | None = None,
     ) -> None:
         self._engine = engine
         self._cipher = cipher
@@ -97,6 +100,7 @@ class ProfileWorker:
         self._actor = actor
         self._on_written = on_written
         self._on_triggers = on_triggers
+        self._on_activity = on_activity
 
     def run_once(self, limit: int = 500) -> BatchReport:
         """Process up to `limit` pending patients in one transaction."""
@@ -274,6 +278,15 @@ class ProfileWorker:
                     for r in fresh
                     if r.type in TRIGGERS
                 )
+                if self._on_activity is not None:
+                    report.activity.extend(
+                        PatientActivity(key, "event", r.type, r.event_id, r.occurred_us)
+                        for r in fresh
+                    )
+                    report.activity.extend(
+                        PatientActivity(key, "stage", t.to_stage.value, t.event_id, to_micros(t.at))
+                        for t in history
+                    )
 
         upsert(conn, profiles, list(rows_out.values()), ["patient_key"], PROFILE_UPDATE_COLUMNS)
         if self._on_written is not None:
@@ -282,6 +295,8 @@ class ProfileWorker:
             fired = [m for m in report.messages if isinstance(m, TriggerFired)]
             if fired:
                 self._on_triggers(conn, fired, now_us)
+        if self._on_activity is not None and report.activity:
+            self._on_activity(conn, report.activity, now_us)
         cleared_keys = sorted(cleared)
         for start in range(0, len(cleared_keys), 500):
             conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from telecrm.ingest import tables as ingest_tables
+from telecrm.journeys import tables as journey_tables
 from telecrm.messaging import tables as messaging_tables
 from telecrm.profiles import tables as profile_tables
 from telecrm.security import tables as security_tables
@@ -11,6 +12,7 @@ from telecrm.sync import tables as sync_tables
 
 __all__ = [
     "ingest_tables",
+    "journey_tables",
     "messaging_tables",
     "metadata",
     "profile_tables",
