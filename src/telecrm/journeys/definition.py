@@ -221,7 +221,7 @@ class Arm(_Model):
 class Step(_Model):
     id: StepId
     next: StepId | None = None
-    wait: timedelta | WaitSpec | None = None
+    wait: WaitSpec | timedelta | None = None
     branch: Branch | None = None
     split: dict[str, Arm] | None = None
     send_email: str | None = None
