@@ -234,6 +234,19 @@ def demo_command(
     phi_clean = demo_messaging(
         rt, console, secret=secret, port=_free_port(), patients=max(50, min(500, patients // 8))
     )
+    console.rule("journeys: the eight built-ins over simulated months")
+    from telecrm.journeys.demo_journeys import demo_journeys
+
+    journeyed = demo_journeys(
+        home,
+        settings.master_key.get_secret_value() if settings.master_key else "",
+        console,
+        patients=max(100, min(800, patients // 6)),
+        months=min(months, 4),
+        seed=seed,
+    )
+    if not journeyed["entered"] or not journeyed["messages"]:
+        raise fail("no patient entered a journey, or no journey planned a message")
     masked = Table(
         "field", "value", title=f"{view.patient_key}: {view.stage} — masked view (audited)"
     )

@@ -27,6 +27,11 @@ def test_the_demo_runs_end_to_end_and_checks_itself(
     assert "telecrm messages why" in out and "quiet_hours" in out
     assert "found in what it received" in out and "│ SendGrid    │ no" in out
     assert "BAA is refused" in out
+    # Journeys: the eight built-ins replayed over simulated months, with their holdouts counted.
+    assert "journeys over 3 simulated months" in out
+    for journey in ("lead_nurturing", "refill_reminder_campaign", "subscription_renewal"):
+        assert f"│ {journey}" in out
+    assert "journey messages by status: queued" in out
     for stage in ("visitor", "lead", "churned"):
         assert stage in out
     assert "Unknown patient" in out and "Signature rejected" in out  # the bad-input table
