@@ -164,8 +164,9 @@ def crm_specific(
         links = sum(n for e, n in by_endpoint.items() if e.endswith(".link"))
         tokens = spent - setup_tokens if spent is not None and setup_tokens is not None else None
         return {
-            "lower_bound_note": "one write per record + one exact search per record not yet "
-            "known (all, in an empty CRM); a deal's person link could ride in its create body",
+            "lower_bound_note": "one write per record + one exact search per person or deal not "
+            "yet known (all, in an empty CRM); activities and notes of a person created in this "
+            "run need no lookup; a deal's person link rides in its create body",
             "pipedrive": {
                 "writes": writes,
                 "searches": searches,

@@ -39,6 +39,7 @@ def naive_pipedrive(url: str, mapping: Mapping, records: list[Any], pause: float
     GETs, through telecrm's schema helper, counted with the rest)."""
     from telecrm.connectors.pipedrive import LINKS, PipedriveConnector
     from telecrm.connectors.pipedrive_auth import PipedriveConfig
+    from telecrm.connectors.pipedrive_marked import MARKED_TEXT, PATHS
 
     headers = {"x-api-token": PIPEDRIVE_TOKEN}
     with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
@@ -51,6 +52,16 @@ def naive_pipedrive(url: str, mapping: Mapping, records: list[Any], pause: float
             obj = o.crm_object
             for to, to_key in d.associations:
                 body[LINKS[(obj, mapping.object(to).crm_object)]] = ids[(to, to_key)]
+            if obj in MARKED_TEXT:  # no search endpoint: a script just creates them
+                body["person_id"] = ids[("person", d.patient_key)]
+                if "deal_id" in d.properties:
+                    body["deal_id"] = ids[("deal", d.key)]
+                path = PATHS[obj]
+                answer = _retry_429(partial(client.post, path, json=body), pause)
+                ids[(d.object, d.key)] = int(answer.json()["data"]["id"])
+                continue
+            if "person_id" in d.properties:
+                body["person_id"] = ids[("person", d.patient_key)]
             params = {"term": d.key, "fields": "custom_fields", "exact_match": "true"}
             search = partial(client.get, f"/api/v2/{obj}/search", params=params)
             items = (_retry_429(search, pause).json().get("data") or {}).get("items") or []
@@ -65,11 +76,17 @@ def naive_pipedrive(url: str, mapping: Mapping, records: list[Any], pause: float
 def _shape(shaper: Any, mapping: Mapping, d: Any, pause: float) -> dict[str, Any]:
     """The v2 body telecrm would send; its first calls resolve field keys and the pipeline."""
     from telecrm.connectors.base import RateLimited
+    from telecrm.connectors.pipedrive_marked import MARKED_TEXT
 
     o = mapping.object(d.object)
     while True:
         try:
-            body, _, problem = shaper._body(o.crm_object, {**d.properties, o.id_property: d.key})
+            props = {k: v for k, v in d.properties.items() if k not in ("person_id", "deal_id")}
+            if o.crm_object in MARKED_TEXT:
+                props.pop(o.id_property, None)
+            else:
+                props[o.id_property] = d.key
+            body, _, problem = shaper._body(o.crm_object, props)
         except RateLimited:
             time.sleep(pause)
             continue

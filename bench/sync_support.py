@@ -183,6 +183,9 @@ def scaled_mapping(name: str, scale: float) -> Mapping:
     """The built-in mapping with its rate window divided by `scale` (daily caps unchanged)."""
     m = load_mapping(name)
     update: dict[str, Any] = {"per_seconds": m.limits.per_seconds / scale}
+    if m.limits.search is not None:
+        search = m.limits.search
+        update["search"] = search.model_copy(update={"per_seconds": search.per_seconds / scale})
     if m.connector == "pipedrive":  # its 1,200 a day is the Lite budget: lifted, see above
         update["daily"] = None
     limits = m.limits.model_copy(update=update)
@@ -283,13 +286,15 @@ def lower_bound(mapping: Mapping, held: dict[str, int], conversions: int = 0) ->
     HubSpot / Salesforce: full batches (100 / 200), plus HubSpot's association batches (one per
     100 links) and Salesforce's lead conversions (100 per SOAP call, then stamps).
     Pipedrive: no batch write and no upsert, so one write per record, plus one exact search per
-    record not yet known (all of them in an empty CRM: without it a re-sent create duplicates).
-    A deal's person link could ride in the deal's own create body, so it adds nothing here.
+    person or deal not yet known (all of them in an empty CRM: without it a re-sent create
+    duplicates). Activities and notes have no search: a marker finds them, and one whose person
+    was just created needs no lookup. A deal's person link rides in its own body: nothing here.
     Dynamics: full `$batch`es of 1,000 upserts per object; lookups (a case's customer, an
     opportunity's contact) are bound inside the upsert, so association batches (1,000 per call)
     count only for objects the mapping links with `associations:` (none in the built-in one)."""
     if mapping.connector == "pipedrive":
-        return 2 * sum(held.values())
+        marked = {"activities", "notes"}
+        return sum(n if obj in marked else 2 * n for obj, n in held.items())
     size = {"hubspot": 100, "salesforce": 200, "dynamics": 1000}[mapping.connector]
     calls = sum(math.ceil(n / size) for n in held.values())
     if mapping.connector in ("hubspot", "dynamics"):

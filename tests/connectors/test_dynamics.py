@@ -307,12 +307,15 @@ def test_no_application_user_is_a_configuration_error(clock) -> None:
     assert caught.value.code == "0x80072560"
 
 
-def test_every_call_goes_through_the_gate_and_it_sees_the_limit_headers(env, clock) -> None:
+def test_every_data_call_waits_at_the_gate_and_every_call_reports_to_it(env, clock) -> None:
     gate = CountingGate()
     crm = DynamicsConnector(config(), sandbox_client(env.app), gate=gate, now=clock)
     crm.provision(PROPERTIES[:1])
+    provisioning_calls = crm.stats.calls
+    # Metadata calls do not wait for the $batch budget, but the gate sees their answers (429s).
+    assert gate.turns == 0 and len(gate.observed) == provisioning_calls > 0
     crm.write("contacts", PATIENT, patients(2))
-    assert gate.turns == crm.stats.calls and crm.stats.token_calls == 1
+    assert gate.turns == crm.stats.calls - provisioning_calls and crm.stats.token_calls == 1
     assert all(remaining is not None for _, remaining in gate.observed)
 
 
@@ -339,25 +342,82 @@ def test_nothing_raised_or_returned_carries_the_canary(crm, env) -> None:
     no_canary(*seen, *(getattr(s, "detail", "") for s in seen))
 
 
-def test_the_default_mapping_names_only_columns_and_lookups_the_environment_has(env, clock) -> None:
-    """After `provision`, every property of mappings/dynamics.yaml is a column or a lookup."""
-    import yaml
+@pytest.mark.parametrize("name", ["dynamics", "dynamics-baa"])
+def test_the_built_in_mappings_name_only_columns_and_lookups_the_environment_has(
+    env, clock, name
+) -> None:
+    """After `provision`, every property of the mapping is a column or a lookup of its table."""
+    from telecrm.connectors.dynamics import TABLES
+    from telecrm.sync.mapping import load_mapping
 
-    from telecrm.connectors.dynamics import LOOKUP_TARGETS, TABLES
-
-    raw = yaml.safe_load((MAPPINGS / "dynamics.yaml").read_text(encoding="utf-8"))
-    customs = [
-        CustomProperty(**(c | {"options": tuple(c.get("options", ()))}))
-        for c in raw["custom_properties"]
-    ]
-    steps = DynamicsConnector(config(), sandbox_client(env.app), now=clock).provision(customs)
-    assert {s.action for s in steps} == {"created"}
-    by_name = {o["name"]: o for o in raw["objects"]}
-    for o in raw["objects"]:
-        table = env.store.table(TABLES[o["crm_object"]])
-        for prop, spec in o["properties"].items():
-            if "relation" in spec:
-                target = by_name[spec["relation"]]["crm_object"]
-                assert table.lookups[prop][1] == TABLES[target] == TABLES[LOOKUP_TARGETS[prop]]
+    m = load_mapping(name)
+    tables = [t.to_custom_table() for t in m.custom_tables]
+    connector = DynamicsConnector(
+        config(),
+        sandbox_client(env.app),
+        now=clock,
+        lookups={t.contact_lookup: "contacts" for t in tables},
+    )
+    steps = connector.provision([c.to_custom_property() for c in m.custom_properties], tables)
+    assert {s.action for s in steps} == {"created"}, steps
+    for o in m.objects:
+        table = env.store.table_by_set(o.crm_object)
+        assert TABLES[o.crm_object] == table.logical
+        for prop, spec in o.properties.items():
+            if spec.relation is not None:
+                target = m.object(spec.relation).crm_object
+                assert table.lookups[prop][1] == env.store.table_by_set(target).logical
+                assert connector.lookups[prop] == target
             else:
-                assert prop in table.columns, (o["name"], prop)
+                assert prop in table.columns, (o.name, prop)
+
+
+def test_writing_to_a_table_not_provisioned_halts_with_a_configuration_error(crm) -> None:
+    record = RecordWrite("rx1", {"telecrm_externalid": "rx1"})
+    with pytest.raises(ConfigurationError) as info:
+        crm.write("telecrm_prescriptions", "telecrm_externalid", [record])
+    assert info.value.code == "0x8006088a" and "crm provision" in info.value.detail
+
+
+def test_custom_tables_are_provisioned_once_and_take_upserts_with_their_lookup(env, clock) -> None:
+    from telecrm.connectors.base import CustomTable
+
+    rx = CustomTable(
+        "telecrm_prescription", "Prescription", "Prescriptions", "telecrm_name", "telecrm_contactid"
+    )
+    columns = [
+        *PROPERTIES[:1],
+        CustomProperty("telecrm_prescriptions", "telecrm_externalid", "Rx ID", "string", True),
+        CustomProperty("telecrm_prescriptions", "telecrm_refills", "Refills", "number"),
+    ]
+    connector = DynamicsConnector(
+        config(solution_unique_name="telecrm"),
+        sandbox_client(env.app),
+        now=clock,
+        lookups={"telecrm_contactid": "contacts"},
+    )
+    first = connector.provision(columns, [rx])
+    assert [(s.target, s.action) for s in first] == [
+        ("table(telecrm_prescription)", "created"),
+        ("telecrm_prescriptions.lookup(telecrm_contactid)", "created"),
+        ("contacts.telecrm_patientid", "created"),
+        ("contacts.key(telecrm_patientid)", "created"),
+        ("telecrm_prescriptions.telecrm_externalid", "created"),
+        ("telecrm_prescriptions.key(telecrm_externalid)", "created"),
+        ("telecrm_prescriptions.telecrm_refills", "created"),
+    ]
+    posts = connector.stats.by_endpoint.copy()
+    assert {s.action for s in connector.provision(columns, [rx])} == {"exists"}
+    assert {k: n for k, n in connector.stats.by_endpoint.items() if k.startswith("POST")} == {
+        k: n for k, n in posts.items() if k.startswith("POST")
+    }
+    connector.write("contacts", PATIENT, [RecordWrite("P-1", {PATIENT: "P-1"})])
+    row = {"telecrm_externalid": "rx1", "telecrm_refills": 2, "telecrm_contactid": {PATIENT: "P-1"}}
+    [outcome] = connector.write(
+        "telecrm_prescriptions", "telecrm_externalid", [RecordWrite("rx1", row)]
+    )
+    assert outcome.outcome == "accepted"
+    [contact] = env.records("contacts")
+    assert (
+        env.records("telecrm_prescriptions")[0]["_telecrm_contactid_value"] == contact["contactid"]
+    )

@@ -317,3 +317,101 @@ def test_admin_endpoints_show_records_stats_and_reset(
         sandbox.records("persons") == []
         and sandbox.field_key("persons", "telecrm_patient_id") is None
     )
+
+
+# -- activities (v2) and notes (v1) ------------------------------------------------------------------
+def _person(client: httpx.Client, name: str = "Pat") -> int:
+    made = client.post("/api/v2/persons", json={"name": name}, headers=AUTH)
+    assert made.status_code == 200, made.text
+    return int(made.json()["data"]["id"])
+
+
+def _refused(response: httpx.Response, status: int, mentions: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and mentions in body["error"]
+    assert body["error_info"] and body["data"] is None
+
+
+def test_activities_are_validated_like_pipedrive_and_listed_by_person(
+    pd: tuple[PipedriveSandbox, httpx.Client, str],
+) -> None:
+    _, client, _ = pd
+    a, b = _person(client, "A"), _person(client, "B")
+    _refused(client.post("/api/v2/activities", json={"subject": "x", "type": "séance", "person_id": a},
+                         headers=AUTH), 400, "type")  # fmt: skip
+    _refused(client.post("/api/v2/activities", json={"type": "task", "due_date": "20/09/2025"},
+                         headers=AUTH), 400, "due_date")  # fmt: skip
+    _refused(client.post("/api/v2/activities", json={"type": "task", "busy": "yes"}, headers=AUTH),
+             400, "busy")  # fmt: skip
+    _refused(client.post("/api/v2/activities", json={"type": "task", "person_id": 999_999},
+                         headers=AUTH), 400, "person_id")  # fmt: skip
+    for person in (a, a, b):
+        made = client.post("/api/v2/activities", json={"subject": "Follow up", "type": "task",
+                                                        "person_id": person}, headers=AUTH)  # fmt: skip
+        assert made.status_code == 200 and "x-ratelimit-remaining" in made.headers
+    listed = client.get(
+        "/api/v2/activities", params={"person_id": str(a), "limit": "1"}, headers=AUTH
+    )
+    page = listed.json()
+    assert [x["person_id"] for x in page["data"]] == [a]
+    assert page["additional_data"]["next_cursor"] == "1"
+    rest = client.get("/api/v2/activities", headers=AUTH,
+                      params={"person_id": str(a), "cursor": page["additional_data"]["next_cursor"]})  # fmt: skip
+    assert len(rest.json()["data"]) == 1 and rest.json()["additional_data"]["next_cursor"] is None
+    _refused(
+        client.get("/api/v2/activities", params={"person_id": "abc"}, headers=AUTH),
+        400,
+        "person_id",
+    )
+    _refused(
+        client.patch("/api/v2/activities/424242", json={"subject": "x"}, headers=AUTH),
+        404,
+        "not found",
+    )
+
+
+def test_notes_need_a_parent_update_with_put_and_page_with_start(
+    pd: tuple[PipedriveSandbox, httpx.Client, str],
+) -> None:
+    sandbox, client, _ = pd
+    person = _person(client)
+    _refused(client.post("/api/v1/notes", json={"content": "orphan"}, headers=AUTH), 400, "deal_id")
+    _refused(client.post("/api/v1/notes", json={"content": "", "person_id": person}, headers=AUTH),
+             400, "content")  # fmt: skip
+    ids = []
+    for i in range(3):
+        made = client.post(
+            "/api/v1/notes", json={"content": f"n{i}", "person_id": person}, headers=AUTH
+        )
+        assert made.status_code == 201, made.text
+        ids.append(made.json()["data"]["id"])
+    changed = client.put(f"/api/v1/notes/{ids[0]}", json={"content": "changed"}, headers=AUTH)
+    assert changed.status_code == 200 and changed.json()["data"]["content"] == "changed"
+    _refused(
+        client.put("/api/v1/notes/424242", json={"content": "x"}, headers=AUTH), 404, "not found"
+    )
+    first = client.get(
+        "/api/v1/notes", params={"person_id": str(person), "limit": "2"}, headers=AUTH
+    )
+    pagination = first.json()["additional_data"]["pagination"]
+    assert len(first.json()["data"]) == 2 and pagination["more_items_in_collection"] is True
+    second = client.get("/api/v1/notes", headers=AUTH,
+                        params={"person_id": str(person), "start": str(pagination["next_start"])})  # fmt: skip
+    assert [n["id"] for n in second.json()["data"]] == [ids[2]]
+    assert client.get("/api/v1/notes", params={"person_id": "7"}, headers=AUTH).json()["data"] == []
+    spent = sandbox.stats.tokens_spent
+    client.get("/api/v1/notes", params={"person_id": str(person)}, headers=AUTH)
+    assert sandbox.stats.tokens_spent - spent == 20  # a list costs 20 tokens (crm-apis.md §3.3)
+
+
+def test_the_flat_view_shows_a_marker_as_the_field_it_names(
+    pd: tuple[PipedriveSandbox, httpx.Client, str],
+) -> None:
+    sandbox, client, _ = pd
+    person = _person(client)
+    content = "Consultation C-1: status paid\n[telecrm:telecrm_consultation_id:C-1]"
+    client.post("/api/v1/notes", json={"content": content, "person_id": person}, headers=AUTH)
+    [flat] = sandbox.flat_records("notes")
+    assert flat["content"] == "Consultation C-1: status paid"
+    assert flat["telecrm_consultation_id"] == "C-1"

@@ -92,10 +92,21 @@ def _count(requests: dict[str, int], *fragments: str) -> int:
     return sum(n for k, n in requests.items() if any(f in k for f in fragments))
 
 
+def _dynamics_baa(runtime: Runtime, clock: FrozenClock) -> SyncHarness:
+    return dynamics_harness(runtime, clock, "dynamics-baa")  # all five custom tables, with PHI
+
+
 KINDS: dict[str, CrmKind] = {
     "dynamics": CrmKind(
         "dynamics",
         dynamics_harness,
+        _dynamics_expire,
+        _dynamics_env,
+        lambda sb: _count(sb.stats.requests, "$batch"),
+    ),
+    "dynamics-baa": CrmKind(
+        "dynamics-baa",
+        _dynamics_baa,
         _dynamics_expire,
         _dynamics_env,
         lambda sb: _count(sb.stats.requests, "$batch"),

@@ -73,9 +73,9 @@ class SyncHarness:
             env=self.env,
             credentials=CredentialStore(self.runtime.engine, self.runtime.cipher),
         )
-        steps = connector.provision(
-            [c.to_custom_property() for c in self.mapping.custom_properties]
-        )  # type: ignore[attr-defined]
+        properties = [c.to_custom_property() for c in self.mapping.custom_properties]
+        tables = [t.to_custom_table() for t in self.mapping.custom_tables]
+        steps = connector.provision(properties, **({"tables": tables} if tables else {}))  # type: ignore[attr-defined]
         assert all(s.action in ("created", "exists") for s in steps), steps
 
     def feed(self, raw_events: Iterable[dict[str, Any]]) -> None:

@@ -99,7 +99,19 @@ def test_expired_tokens_are_renewed_and_no_record_is_lost(kind: CrmKind, crm: Sy
     assert _left(crm) == (0, 0)
 
 
-def test_no_health_value_leaves_for_a_destination_without_a_baa(crm: SyncHarness) -> None:
+@pytest.fixture(params=sorted(k for k in KINDS if not k.endswith("-baa")))
+def crm_without_baa(
+    request: pytest.FixtureRequest, runtime: Runtime, later: FrozenClock
+) -> SyncHarness:
+    h = KINDS[request.param].make(runtime, later)
+    h.provision()
+    return h
+
+
+def test_no_health_value_leaves_for_a_destination_without_a_baa(
+    crm_without_baa: SyncHarness,
+) -> None:
+    crm = crm_without_baa
     assert crm.mapping.baa is False
     sent: list[bytes] = []
 
@@ -152,7 +164,7 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
             "TELECRM_DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
             "TELECRM_MASTER_KEY": MASTER_KEY,
             "TELECRM_HOME": str(tmp_path),
-            "TELECRM_DESTINATIONS": crm.mapping.destination,
+            "TELECRM_DESTINATIONS": crm.mapping.path,  # the very file: a destination has variants
         }
         proc = subprocess.Popen(
             [

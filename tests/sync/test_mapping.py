@@ -128,3 +128,108 @@ def test_any_catalog_field_is_accepted_or_refused_exactly_by_the_phi_rule(
             load_mapping("acme.yaml", text=text)
     else:
         assert load_mapping("acme.yaml", text=text).destination == "acme"
+
+
+DYNAMICS = """\
+version: 1
+destination: d365
+connector: {connector}
+baa: {baa}
+limits: {{requests: 100, per_seconds: 300}}
+custom_properties:
+  - {{crm_object: contacts, name: telecrm_patientid, label: Patient ID, kind: string, unique: true}}
+  - {{crm_object: telecrm_prescriptions, name: telecrm_externalid, label: Rx ID, kind: string, unique: {unique}}}
+custom_tables:
+  - schema_name: telecrm_prescription
+    label: Prescription
+    plural_label: Prescriptions
+    primary_name: {primary}
+    contact_lookup: telecrm_contactid
+objects:
+  - name: contact
+    crm_object: contacts
+    id_property: telecrm_patientid
+    properties:
+      telecrm_patientid: {{from: patient_id}}
+  - name: prescription
+    crm_object: telecrm_prescriptions
+    source: prescription
+    id_property: telecrm_externalid
+    properties:
+      telecrm_externalid: {{from: record_id}}
+      telecrm_contactid: {{relation: contact}}
+"""
+
+
+def dynamics_text(**overrides: str) -> str:
+    values = {"connector": "dynamics", "baa": "false", "unique": "true", "primary": "telecrm_name"}
+    return DYNAMICS.format(**(values | overrides))
+
+
+def test_a_source_that_reveals_phi_is_refused_without_a_baa_naming_line_and_field() -> None:
+    error = refused(dynamics_text())
+    assert isinstance(error, PhiDisclosureRefused)
+    assert (error.line, error.where) == (23, "objects[1].source")
+    assert "a prescription record reveals 'medications', which is PHI (medications)" in str(error)
+    assert load_mapping("acme.yaml", text=dynamics_text(baa="true")).phi_fields() == {"medications"}
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [("treatment_plan", "treatment_status"), ("provider_relationship", "provider_id")],
+)
+def test_every_phi_bearing_source_asks_the_catalog(source: str, field: str) -> None:
+    text = dynamics_text().replace("source: prescription", f"source: {source}")
+    error = refused(text)
+    assert isinstance(error, PhiDisclosureRefused) and FIELDS[field].is_phi
+    assert f"reveals {field!r}" in str(error)
+
+
+def test_phi_free_sources_of_custom_tables_load_without_a_baa() -> None:
+    text = dynamics_text().replace("source: prescription", "source: subscription")
+    assert load_mapping("acme.yaml", text=text).phi_fields() == frozenset()
+
+
+def test_a_treatment_plan_status_counts_as_the_phi_it_reveals() -> None:
+    text = dynamics_text(baa="true").replace("source: prescription", "source: treatment_plan")
+    text += "      telecrm_name: {template: 'Plan {record_id} ({status})'}\n"
+    m = load_mapping("acme.yaml", text=text)
+    assert m.phi_fields() == {"treatment_status"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line", "where", "problem"),
+    [
+        ({"connector": "salesforce"}, 10, "custom_tables[0]", "only in Dataverse"),
+        ({"unique": "false"}, 10, "custom_tables[0].schema_name", "exactly one custom property"),
+        ({"primary": "acme_name"}, 13, "custom_tables[0].primary_name", "prefix 'telecrm_'"),
+        ({"primary": "Name"}, 13, "custom_tables[0].primary_name", "should match pattern"),
+    ],
+)
+def test_custom_table_mistakes_name_file_line_and_field(
+    overrides: dict[str, str], line: int, where: str, problem: str
+) -> None:
+    error = refused(dynamics_text(baa="true", **overrides))
+    assert (error.line, error.where) == (line, where), str(error)
+    assert problem in str(error) and str(error).startswith(f"acme.yaml:{line}: ")
+
+
+def test_an_object_of_a_custom_table_keys_on_its_alternate_key() -> None:
+    text = dynamics_text(baa="true").replace(
+        "    id_property: telecrm_externalid\n", "    id_property: telecrm_name\n"
+    )
+    text += "      telecrm_name: {template: 'Rx {record_id}'}\n"
+    error = refused(text)
+    assert error.where == "objects[1].id_property" and "alternate key" in str(error)
+
+
+def test_the_built_in_dynamics_mappings_split_at_the_baa() -> None:
+    plain, covered = load_mapping("dynamics"), load_mapping("dynamics-baa")
+    assert (plain.baa, covered.baa) == (False, True)
+    assert plain.phi_fields() == frozenset()
+    assert {t.schema_name for t in plain.custom_tables} == {
+        "telecrm_consultation",
+        "telecrm_subscription",
+    }
+    assert len(covered.custom_tables) == 5 and plain.destination == covered.destination
+    assert {"medications", "provider_id", "treatment_status"} <= covered.phi_fields()

@@ -47,7 +47,8 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     hub = hubspot_harness(runtime, clock)
     hub.provision()
     hub.feed(population(clock.now()))
-    hub.sandbox.faults.set(Faults(latency_seconds=0.4))  # a slow CRM: batches take a while
+    # A slow CRM: batches take a while, so the kill lands mid-backfill even on a busy machine.
+    hub.sandbox.faults.set(Faults(latency_seconds=0.8))
     with live_server(hub.sandbox.app) as url:
         env = {
             **os.environ,

@@ -229,6 +229,25 @@ class CustomProperty:
     unique: bool = False  # an external id: what upserts key on
     options: tuple[str, ...] = ()  # for enumerations
     sensitive: bool = False  # HubSpot: created as sensitive data (may hold PHI under the BAA)
+    max_length: int | None = None  # Dataverse: a text column's MaxLength (default 100)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomTable:
+    """A table telecrm needs in Dataverse, as the mapping declares it: created with its primary
+    name column and a lookup to contact; its columns and alternate key are CustomProperty's."""
+
+    schema_name: str  # "telecrm_prescription": the publisher prefix, then the name
+    label: str
+    plural_label: str
+    primary_name: str  # the primary name column, "telecrm_name"
+    contact_lookup: str  # the lookup column to contact, also its navigation property
+    description: str = ""
+    ownership: Literal["UserOwned", "OrganizationOwned"] = "UserOwned"
+
+    @property
+    def entity_set(self) -> str:
+        return f"{self.schema_name}s"
 
 
 def check_token_or_oauth(

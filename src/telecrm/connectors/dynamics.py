@@ -1,4 +1,4 @@
-"""Dynamics 365 / Dataverse connector: upserts by alternate key in `$batch`, lookups, metadata provisioning.
+"""Dynamics 365 / Dataverse connector: upserts by alternate key in `$batch`, lookups, provisioning.
 
 A thin client of the Dataverse Web API (crm-apis.md §4). `write()` sends one `$batch` per
 `batch_max` records with `Prefer: odata.continue-on-error`, and puts **each upsert in its own
@@ -10,13 +10,17 @@ carries none and is matched by its position: answers come in request order).
 
 Whole-call errors map to base.py's hierarchy: 429 → RateLimited with `Retry-After` (§4.3), 5xx
 and transport errors → TransientFailure, 401 → one fresh token then AuthFailed, 403/404 →
-ConfigurationError, 400 → BatchRejected. Dataverse messages may quote values (a literal that did
+ConfigurationError (so is an operation's "Resource not found for the segment": a custom table not
+provisioned yet), 400 → BatchRejected. The custom tables are entity sets like any other
+(`telecrm_prescriptions(telecrm_externalid='rx_1')`), their lookup bound as
+`telecrm_contactid@odata.bind`; dynamics_metadata.py creates them. Dataverse messages may quote values (a literal that did
 not convert, a key value): only the hex `code` and the names of columns *we sent* leave this module.
 """
 
 from __future__ import annotations
 
 import email
+import functools
 import json
 import re
 import time
@@ -37,6 +41,7 @@ from telecrm.connectors.base import (
     CallStats,
     ConfigurationError,
     CustomProperty,
+    CustomTable,
     OpenGate,
     ProvisionStep,
     RateLimited,
@@ -46,6 +51,7 @@ from telecrm.connectors.base import (
     WriteMode,
 )
 from telecrm.connectors.dynamics_auth import DynamicsConfig, DynamicsTokenSource
+from telecrm.connectors.dynamics_metadata import Provisioning
 
 TABLES = {  # entity set -> table logical name (the metadata API speaks logical names)
     "contacts": "contact",
@@ -77,11 +83,10 @@ ASSOCIATION_LOOKUPS = {  # (from set, to set) -> the lookup on `from` that links
     ("accounts", "contacts"): "primarycontactid",
     **{(s, "contacts"): "telecrm_contactid" for s in TABLES if s.startswith("telecrm_")},
 }
-METADATA_EXISTS_CODES = frozenset({"0x80044363"})  # "already exists" on a column/key (UNCONFIRMED)
+NOT_FOUND_SEGMENT = "0x8006088a"  # §4.4: "Resource not found for the segment '...'"
 CONTINUE_ON_ERROR = "odata.continue-on-error"  # §4.2: otherwise the batch stops at the first error
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,99}")
 ENTITY_ID = re.compile(r"\(([0-9a-fA-F-]{36})\)\s*$")
-LANGUAGE_ENGLISH = 1033  # LocalizedLabel.LanguageCode
 T = TypeVar("T")
 
 
@@ -149,8 +154,11 @@ class DynamicsConnector:
         *,
         gate: CallGate | None = None,
         now: Callable[[], float] = time.time,
+        lookups: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        # navigation property -> entity set: the built-in lookups, and a mapping's custom tables'
+        self.lookups = {**LOOKUP_TARGETS, **(lookups or {})}
         self._own_client = client is None
         self.client = client or httpx.Client(timeout=config.timeout_seconds)
         self.gate: CallGate = gate or OpenGate()
@@ -165,8 +173,14 @@ class DynamicsConnector:
             self.client.close()
 
     # -- the wire ------------------------------------------------------------------------------
-    def _send(self, endpoint: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One Web API call through the gate; a 401 gets one fresh token, then AuthFailed."""
+    def _send(
+        self, endpoint: str, method: str, path: str, *, metered: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """One Web API call through the gate; a 401 gets one fresh token, then AuthFailed.
+
+        `metered=False` (metadata calls while provisioning) skips the wait for the mapping's
+        budget, which is sized for $batch execution time, not for a few hundred light one-off
+        calls; a 429 still pauses the account for every later call."""
         extra = kwargs.pop("headers", {})
         for attempt in (0, 1):
             headers = {
@@ -176,7 +190,8 @@ class DynamicsConnector:
                 "Accept": "application/json",
                 **extra,
             }
-            self.gate.wait_turn()
+            if metered:
+                self.gate.wait_turn()
             self.stats.count(endpoint)
             try:
                 response = self.client.request(
@@ -211,9 +226,11 @@ class DynamicsConnector:
             raise ConfigurationError(code, endpoint, status=status)
         raise BatchRejected(code, endpoint, status=status)
 
-    def _json(self, endpoint: str, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    def _json(
+        self, endpoint: str, method: str, path: str, *, metered: bool = True, **kwargs: Any
+    ) -> tuple[int, Any]:
         """A single (non-batch) call: (status, JSON body) for 2xx and 404, else raises."""
-        response = self._send(endpoint, method, path, **kwargs)
+        response = self._send(endpoint, method, path, metered=metered, **kwargs)
         try:
             body = response.json() if response.content else None
         except ValueError:
@@ -266,6 +283,11 @@ class DynamicsConnector:
         for answer in answers:  # the whole call is retried: upserts and deletes are idempotent
             if answer.status == 429 or answer.status >= 500:
                 self._raise_for(endpoint, answer.status, answer.headers, answer.body)
+            if answer.status == 404 and _error_code(answer.body) == NOT_FOUND_SEGMENT:
+                # No such entity set: a table not provisioned yet, not a fault of the record.
+                raise ConfigurationError(
+                    NOT_FOUND_SEGMENT, f"{endpoint}: no such table; run `telecrm crm provision`"
+                )
         return answers
 
     # -- records -------------------------------------------------------------------------------
@@ -292,13 +314,12 @@ class DynamicsConnector:
                 outcomes.append(self._outcome(r.key, op, answer, missing_ok=mode == "update"))
         return outcomes
 
-    @staticmethod
-    def _payload(properties: Mapping[str, Any]) -> dict[str, Any]:
+    def _payload(self, properties: Mapping[str, Any]) -> dict[str, Any]:
         """Column values, and relations (`{its id column: its key}`) as `nav@odata.bind`."""
         body: dict[str, Any] = {}
         for name, value in properties.items():
             if isinstance(value, Mapping):
-                target = LOOKUP_TARGETS.get(name)
+                target = self.lookups.get(name)
                 if target is None or len(value) != 1:
                     raise ConfigurationError("NO_LOOKUP", f"{name} is not a known lookup")
                 ((key_name, key_value),) = value.items()
@@ -357,115 +378,18 @@ class DynamicsConnector:
                 outcomes.append(self._outcome(link.key, op, answer, missing_ok=True))
         return outcomes
 
-    # -- provisioning (metadata API) ---------------------------------------------------------------
-    def provision(self, properties: Sequence[CustomProperty]) -> list[ProvisionStep]:
-        """Create missing columns, and an alternate key on each unique one; idempotent."""
-        steps: list[ProvisionStep] = []
-        for prop in properties:
-            target = f"{prop.crm_object}.{prop.name}"
-            try:
-                logical = _identifier(TABLES.get(prop.crm_object, prop.crm_object))
-                base = f"EntityDefinitions(LogicalName='{logical}')"
-                steps.append(
-                    self._ensure(
-                        f"{base}/Attributes",
-                        _identifier(prop.name),
-                        attribute_metadata(prop),
-                        target,
-                    )
-                )
-                if prop.unique:
-                    key = {
-                        "SchemaName": f"{prop.name}_key",
-                        "DisplayName": label(f"{prop.label} key"),
-                        "KeyAttributes": [prop.name],
-                    }
-                    steps.append(
-                        self._ensure(
-                            f"{base}/Keys",
-                            f"{prop.name}_key",
-                            key,
-                            f"{prop.crm_object}.key({prop.name})",
-                        )
-                    )
-            except (BatchRejected, ConfigurationError) as exc:
-                steps.append(ProvisionStep(target, "failed", exc.code))
-        return steps
-
-    def _ensure(
-        self, collection: str, name: str, body: dict[str, Any], target: str
-    ) -> ProvisionStep:
-        endpoint = collection.rpartition("/")[2]
-        status, found = self._json(f"GET {endpoint}", "GET", f"{collection}(LogicalName='{name}')")
-        if status == 200:
-            index = found.get("EntityKeyIndexStatus") if isinstance(found, dict) else None
-            return ProvisionStep(
-                target, "exists", "" if index in (None, "Active") else f"index {index}"
-            )
-        headers = {}
-        if self.config.solution_unique_name:
-            headers["MSCRM.SolutionUniqueName"] = self.config.solution_unique_name
-        try:
-            self._json(f"POST {endpoint}", "POST", collection, json=body, headers=headers)
-        except BatchRejected as exc:
-            if exc.code in METADATA_EXISTS_CODES:
-                return ProvisionStep(target, "exists")
-            raise
-        if endpoint == "Keys":  # §4.2: upserts by the key fail until its index job is Active
-            _, made = self._json("GET Keys", "GET", f"{collection}(LogicalName='{name}')")
-            index = made.get("EntityKeyIndexStatus") if isinstance(made, dict) else None
-            return ProvisionStep(target, "created", "" if index == "Active" else f"index {index}")
-        return ProvisionStep(target, "created")
-
-
-def label(text: str) -> dict[str, Any]:
-    return {
-        "@odata.type": "Microsoft.Dynamics.CRM.Label",
-        "LocalizedLabels": [
-            {
-                "@odata.type": "Microsoft.Dynamics.CRM.LocalizedLabel",
-                "Label": text,
-                "LanguageCode": LANGUAGE_ENGLISH,
-            }
-        ],
-    }
-
-
-def attribute_metadata(prop: CustomProperty) -> dict[str, Any]:
-    """The column definition for one property (§4.2). Enumerations become text columns: a
-    Dataverse choice column takes integer option values, and telecrm sends the stage's name."""
-    meta: dict[str, Any] = {
-        "SchemaName": prop.name,
-        "DisplayName": label(prop.label),
-        "RequiredLevel": {"Value": "None"},
-    }
-    if prop.kind in ("string", "enumeration"):
-        return {
-            "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
-            "MaxLength": 100,
-            "FormatName": {"Value": "Text"},
-        } | meta
-    if prop.kind == "number":
-        return {
-            "@odata.type": "Microsoft.Dynamics.CRM.DecimalAttributeMetadata",
-            "Precision": 2,
-            "MinValue": -100_000_000_000,
-            "MaxValue": 100_000_000_000,
-        } | meta
-    if prop.kind in ("date", "datetime"):
-        fmt = "DateOnly" if prop.kind == "date" else "DateAndTime"
-        return {
-            "@odata.type": "Microsoft.Dynamics.CRM.DateTimeAttributeMetadata",
-            "Format": fmt,
-        } | meta
-    options = {
-        "TrueOption": {"Value": 1, "Label": label("Yes")},
-        "FalseOption": {"Value": 0, "Label": label("No")},
-    }
-    return {
-        "@odata.type": "Microsoft.Dynamics.CRM.BooleanAttributeMetadata",
-        "OptionSet": options,
-    } | meta
+    # -- provisioning (metadata API: dynamics_metadata.py) ------------------------------------
+    def provision(
+        self, properties: Sequence[CustomProperty], tables: Sequence[CustomTable] = ()
+    ) -> list[ProvisionStep]:
+        """Create missing tables (with their lookup to contact), columns, and an alternate key
+        on each unique column; idempotent: a second run only finds what exists."""
+        run = Provisioning(
+            functools.partial(self._json, metered=False),
+            self.config.solution_unique_name,
+            _identifier,
+        )
+        return run.run(properties, tables, TABLES)
 
 
 def _http_answer(part: Message) -> PartAnswer:

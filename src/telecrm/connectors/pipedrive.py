@@ -35,6 +35,7 @@ from telecrm.connectors.base import (
     WriteMode,
 )
 from telecrm.connectors.pipedrive_auth import OAuthTokens, PipedriveConfig
+from telecrm.connectors.pipedrive_marked import MARKED_TEXT, PATHS, MarkedRecords
 from telecrm.connectors.pipedrive_schema import PipedriveSchema, custom_value, wire_value
 
 PIPEDRIVE_BATCH_MAX = 1  # no batch create/update endpoint (crm-apis.md §3.2, UNCONFIRMED absence)
@@ -51,12 +52,18 @@ STANDARD: dict[str, set[str]] = {
     "deals": {"title", "owner_id", "person_id", "org_id", "pipeline_id", "stage_id", "value",
               "currency", "status", "probability", "expected_close_date", "visible_to", "label_ids"},
     "activities": {"subject", "type", "owner_id", "deal_id", "person_id", "org_id", "due_date",
-                   "due_time", "duration", "done", "note"},
+                   "due_time", "duration", "busy", "done", "note", "priority"},
+    "notes": {"content", "deal_id", "person_id", "org_id"},  # v1 AddNoteRequest
 }  # fmt: skip
 # (from, to) → the id field on the from-record that links it (v2 request models)
 LINKS = {("deals", "persons"): "person_id", ("deals", "organizations"): "org_id",
          ("persons", "organizations"): "org_id", ("activities", "deals"): "deal_id",
-         ("activities", "persons"): "person_id"}  # fmt: skip
+         ("activities", "persons"): "person_id", ("notes", "deals"): "deal_id",
+         ("notes", "persons"): "person_id"}  # fmt: skip
+# A link property (person_id, ...) holds a Pipedrive id (an int), or our key of the linked record:
+# a mapping's `relation:` ({id field: key}) or a bare key (a str, found by the object's id field).
+LINK_TARGETS = {"person_id": "persons", "deal_id": "deals", "org_id": "organizations"}
+PARENT_FIELDS = {obj: field for field, obj in LINK_TARGETS.items()}  # persons -> person_id
 
 __all__ = ["PIPEDRIVE_BATCH_MAX", "PipedriveConfig", "PipedriveConnector"]
 
@@ -74,7 +81,11 @@ class PipedriveConnector:
         gate: CallGate | None = None,
         now: Callable[[], float] = time.time,
         on_refresh: Callable[[str], None] | None = None,
+        id_fields: Mapping[str, str] | None = None,
+        search_gate: CallGate | None = None,
     ) -> None:
+        """`id_fields`: each object's id custom field (persons: telecrm_patient_id, ...), to find
+        a linked record by our key; `search_gate`: the separate budget of search calls."""
         self.config = config
         self.stats = CallStats()
         self._client = client or httpx.Client(timeout=config.timeout_seconds)
@@ -88,6 +99,10 @@ class PipedriveConnector:
         self._schema = PipedriveSchema(self._call)
         self._ids: dict[tuple[str, str], str] = {}  # (obj, key) → Pipedrive id
         self._searched: set[tuple[str, str]] = set()  # searched, and absent when we looked
+        self._id_fields: dict[str, str] = dict(id_fields or {})  # obj -> its id custom field
+        self._linked: dict[tuple[str, str, str], str] = {}  # (obj, id, link field) -> id we sent
+        self._marked = MarkedRecords(self._call, self._ids, self._outcome)
+        self._search_gate = search_gate
 
     @property
     def refresh_token(self) -> str | None:
@@ -112,7 +127,20 @@ class PipedriveConnector:
         """Upsert (or update) one record: PATCH a known id, else search once, then PATCH or POST."""
         if len(records) > PIPEDRIVE_BATCH_MAX:
             raise ValueError(f"Pipedrive takes one record per call, got {len(records)}")
+        if crm_object in MARKED_TEXT:
+            return [self._write_marked(crm_object, id_property, r, mode) for r in records]
+        self._id_fields.setdefault(crm_object, id_property)
         return [self._write_one(crm_object, id_property, r, mode) for r in records]
+
+    def _write_marked(
+        self, obj: str, id_property: str, r: RecordWrite, mode: WriteMode
+    ) -> RecordOutcome:
+        """An activity or note: no id field, a marker in its text instead (pipedrive_marked)."""
+        props = {k: v for k, v in r.properties.items() if k != id_property}
+        body, wire_names, problem = self._body(obj, props)
+        if problem is not None:
+            return RecordOutcome(r.key, "rejected", code=problem[0], detail=f"fields: {problem[1]}")
+        return self._marked.write(obj, id_property, r.key, r.crm_id, body, wire_names, mode)
 
     def _write_one(
         self, obj: str, id_property: str, r: RecordWrite, mode: WriteMode
@@ -139,14 +167,27 @@ class PipedriveConnector:
                 if mode == "update":
                     return RecordOutcome(r.key, "missing", code=f"HTTP_{response.status_code}")
             else:
-                return self._outcome(r.key, slot, response, wire_names, created=False)
+                return self._linking(obj, body, self._outcome(r.key, slot, response, wire_names,
+                                                              created=False))  # fmt: skip
         if mode == "update":
             return RecordOutcome(r.key, "missing")
         self._searched.discard(slot)  # if the answer is lost, the record may exist: search again
         response = self._call(
             "POST", f"/api/v2/{obj}", f"{obj}.create", json=body, ok=(200, 201, 400)
         )
-        return self._outcome(r.key, slot, response, wire_names, created=True)
+        outcome = self._outcome(r.key, slot, response, wire_names, created=True)
+        parent_field = PARENT_FIELDS.get(obj)
+        if outcome.crm_id is not None and parent_field is not None:
+            self._marked.parent_created(parent_field, int(outcome.crm_id))
+        return self._linking(obj, body, outcome)
+
+    def _linking(self, obj: str, body: Mapping[str, Any], outcome: RecordOutcome) -> RecordOutcome:
+        """Remember the links a written body set, so `associate` need not set them again."""
+        if outcome.crm_id is not None:
+            for (from_obj, _), field in LINKS.items():
+                if from_obj == obj and body.get(field) is not None:
+                    self._linked[(obj, outcome.crm_id, field)] = str(body[field])
+        return outcome
 
     def _outcome(
         self, key: str, slot: tuple[str, str], response: httpx.Response,
@@ -172,7 +213,8 @@ class PipedriveConnector:
         if obj not in SEARCHABLE:
             raise ConfigurationError("NOT_SEARCHABLE", f"{obj} has no search endpoint")
         params = {"term": key, "fields": "custom_fields", "exact_match": "true", "limit": "10"}
-        response = self._call("GET", f"/api/v2/{obj}/search", f"{obj}.search", params=params)
+        response = self._call("GET", f"/api/v2/{obj}/search", f"{obj}.search", params=params,
+                              gate=self._search_gate)  # fmt: skip
         data = _json(response).get("data") or {}
         ids = [
             str(i["item"]["id"])
@@ -197,7 +239,8 @@ class PipedriveConnector:
             if crm_id is None:
                 outcomes.append(RecordOutcome(r.key, "missing"))
                 continue
-            response = self._call("DELETE", f"/api/v2/{crm_object}/{crm_id}", f"{crm_object}.delete",
+            path = PATHS.get(crm_object, f"/api/v2/{crm_object}")
+            response = self._call("DELETE", f"{path}/{crm_id}", f"{crm_object}.delete",
                                   ok=(200, 404, 410))  # fmt: skip
             self._ids.pop((crm_object, r.key), None)
             gone = response.status_code == 404
@@ -213,12 +256,17 @@ class PipedriveConnector:
             raise ConfigurationError("UNSUPPORTED_ASSOCIATION", f"{from_object} -> {to_object}")
         outcomes = []
         for link in links:
+            if self._linked.get((from_object, link.from_crm_id, link_field)) == str(link.to_crm_id):
+                # the write's own body set it (persons are written before what links to them)
+                outcomes.append(RecordOutcome(link.key, "accepted", crm_id=link.from_crm_id))
+                continue
             response = self._call(
                 "PATCH", f"/api/v2/{from_object}/{link.from_crm_id}", f"{from_object}.link",
                 json={link_field: int(link.to_crm_id)}, ok=(200, 400, 404, 410),
             )  # fmt: skip
             status = response.status_code
             if status == 200:
+                self._linked[(from_object, link.from_crm_id, link_field)] = str(link.to_crm_id)
                 outcomes.append(RecordOutcome(link.key, "accepted", crm_id=link.from_crm_id))
             elif status == 400:
                 code = str(_json(response).get("code") or "INVALID_DATA")
@@ -239,6 +287,11 @@ class PipedriveConnector:
         names: dict[str, str] = {}
         standard = STANDARD.get(obj, set())
         for name, value in properties.items():
+            if name in LINK_TARGETS and isinstance(value, dict | str):
+                linked = self._link_id(LINK_TARGETS[name], value, search=obj in MARKED_TEXT)
+                if linked is not None:
+                    body[name], names[name] = linked, name
+                continue
             if name in standard:
                 wire, wired = _standard(name, value)
                 if (
@@ -264,6 +317,29 @@ class PipedriveConnector:
             body["custom_fields"] = customs
         return body, names, None
 
+    def _link_id(self, target: str, value: dict[str, Any] | str, *, search: bool) -> int | None:
+        """The Pipedrive id of the `target` record our key names: known, or (if `search`) found.
+
+        Without `search` an unknown id is left out of the body, and `associate` sets it later.
+        """
+        field: str | None
+        if isinstance(value, dict):
+            if len(value) != 1:
+                raise ConfigurationError("BAD_LINK", f"{target}: one id field expected")
+            field, key = next(iter(value.items()))
+        else:
+            field, key = self._id_fields.get(target), value
+        known = self._ids.get((target, str(key)))
+        if known is not None or not search:
+            return None if known is None else int(known)
+        if field is None:
+            raise ConfigurationError("LINK_FIELD_UNKNOWN", f"{target}: no id field to find it by")
+        found = self._search(target, self._schema.field(target, field)["key"], str(key))
+        if found is None:  # not written yet, or not yet in the search index: later
+            raise TransientFailure("LINK_NOT_FOUND", target)
+        self._ids[(target, str(key))] = found
+        return int(found)
+
     def provision(self, properties: Sequence[CustomProperty]) -> list[ProvisionStep]:
         """Create missing custom fields (matched by name) and, for deals, the telecrm pipeline.
 
@@ -276,11 +352,15 @@ class PipedriveConnector:
     def _call(
         self, method: str, path: str, endpoint: str, *, json: Any = None,
         params: Mapping[str, str] | None = None, ok: tuple[int, ...] = (200,),
+        gate: CallGate | None = None,
     ) -> httpx.Response:  # fmt: skip
-        """One API request through the gate; refreshes OAuth once on a 401."""
+        """One API request through the gate (and `gate`, a search's own budget, after it);
+        refreshes OAuth once on a 401."""
         for attempt in (0, 1):
             headers, query = self._credentials()
             self._gate.wait_turn()
+            if gate is not None:
+                gate.wait_turn()
             self.stats.count(endpoint)
             try:
                 response = self._client.request(
@@ -295,6 +375,8 @@ class PipedriveConnector:
             except httpx.TransportError as exc:
                 raise TransientFailure("CONNECTION", f"{endpoint}: {type(exc).__name__}") from None
             self._gate.observe(response.status_code, response.headers)
+            if gate is not None:
+                gate.observe(response.status_code, response.headers)
             status = response.status_code
             if status == 401 and self._oauth is not None and attempt == 0:
                 self._oauth.refresh()

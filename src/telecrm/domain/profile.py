@@ -101,8 +101,9 @@ class Profile:
     last_event_at: datetime | None = None
     deleted: bool = False
     events_applied: int = 0
-    # The platform's business records a CRM shows as deals and tickets, by kind then id:
-    # statuses, amounts and timestamps only (no condition, symptom or provider: those are PHI).
+    # The platform's business records a CRM shows as deals, tickets and custom tables, by kind
+    # then id: statuses, amounts and timestamps only. Stored unencrypted, so never a medication,
+    # condition, treatment status or provider: the catalog's PHI values live in `values`.
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def set(self, name: str, value: Any) -> None:
@@ -167,6 +168,17 @@ def _close_open_consultation(p: Profile, amount: float, at: datetime) -> None:
     if open_ones:
         c = p.records["consultation"][max(open_ones)[1]]
         c.update(status="paid", amount=amount, closed_at=at.isoformat())
+
+
+def _treatment_plan_updated(p: Profile, plan_id: str, at: datetime) -> None:
+    """Timestamps only; `current` marks the plan the catalog's treatment_* values describe (the
+    values hold the latest update, and only that plan's CRM record may show them)."""
+    plans = p.records.setdefault("treatment_plan", {})
+    for plan in plans.values():
+        plan.pop("current", None)
+    plan = plans.setdefault(plan_id, {})
+    plan.setdefault("created_at", at.isoformat())
+    plan.update(updated_at=at.isoformat(), current=True)
 
 
 def _merge_list(p: Profile, name: str, items: Iterable[Any]) -> None:
@@ -242,12 +254,24 @@ def apply_event(p: Profile, e: ev.Event) -> None:
                 if c.get("status") != "paid":
                     c["status"] = "prescribed"
             _merge_list(p, "medications", [d.medication])
+            rx = _record(p, "prescription", d.prescription_id)
+            rx.update(
+                status="approved",
+                prescribed_at=at.isoformat(),
+                days_supply=d.days_supply,
+                refills=d.refills,
+            )
+            if d.consultation_id is not None:
+                rx["consultation_id"] = d.consultation_id
+        case ev.RefillDue():
+            _record(p, "prescription", d.prescription_id)["refill_due_on"] = d.due_on.isoformat()
         case ev.TreatmentPlanUpdated():
             if d.status in ("created", "updated"):
                 f.treatment_at = f.treatment_at or at
             p.set("treatment_status", d.status)
             p.set("treatment_outcome", d.outcome)
             p.set("treatment_progress", d.progress)
+            _treatment_plan_updated(p, d.treatment_plan_id, at)
         case ev.OrderPaid():
             f.first_order_at = f.first_order_at or at
             p.bump("orders_count")
@@ -266,16 +290,33 @@ def apply_event(p: Profile, e: ev.Event) -> None:
             p.set("subscription_status", "active")
             p.set("subscription_started_at", at.isoformat())
             p.values.pop("subscription_ends_at", None)
+            s = _record(p, "subscription", d.subscription_id)
+            s.update(
+                tier=d.tier,
+                interval=d.interval,
+                amount=float(d.amount),
+                status="active",
+                started_at=at.isoformat(),
+            )
+            s.pop("ends_at", None)
         case ev.SubscriptionRenewed():
             f.subscription_status = "active"
             f.subscription_ends_at = None
             p.set("subscription_status", "active")
             p.values.pop("subscription_ends_at", None)
+            s = _record(p, "subscription", d.subscription_id)
+            s.update(status="active", renewed_at=at.isoformat())
+            if d.amount is not None:
+                s["amount"] = float(d.amount)
+            s.pop("ends_at", None)
         case ev.SubscriptionCancelled():
             f.subscription_status = "cancelled"
             f.subscription_ends_at = max(d.ends_at, at)
             p.set("subscription_status", "cancelled")
             p.set("subscription_ends_at", f.subscription_ends_at.isoformat())
+            _record(p, "subscription", d.subscription_id).update(
+                status="cancelled", ends_at=f.subscription_ends_at.isoformat()
+            )
         case ev.PaymentFailed():
             p.bump("payments_failed_count")
         case ev.SupportTicketCreated():
@@ -288,6 +329,20 @@ def apply_event(p: Profile, e: ev.Event) -> None:
             f.referrals += 1
         case ev.ReviewPosted():
             f.reviews += 1
+        case ev.JourneyCaseOpened():
+            # A journey's task or case for a care coordinator: the sync makes it a CRM case or
+            # activity. Not activity of the patient's: it moves no stage.
+            _record(p, f"care_{d.kind}", d.case_id).update(
+                journey=d.journey,
+                subject=d.subject,
+                priority=d.priority,
+                created_at=at.isoformat(),
+                due_at=(d.due_at or at).isoformat(),
+            )
+        case ev.JourneyFieldsSet():
+            fields = p.records.setdefault("journey_field", {})
+            for name, value in d.fields.items():
+                fields[name] = {"value": value, "journey": d.journey, "at": at.isoformat()}
         case ev.MessageEngagement():
             counter = {
                 "email.delivered": "emails_delivered",
@@ -307,7 +362,7 @@ def apply_event(p: Profile, e: ev.Event) -> None:
             if e.type == "sms.opted_in":  # START after STOP: the number takes texts again
                 p.set("sms_consent", True)
         case _:
-            pass  # refill.due, subscription.renewal_approaching: triggers, no profile change
+            pass  # subscription.renewal_approaching: a trigger, no profile change
 
 
 def _move(

@@ -6,8 +6,8 @@ webapi/execute-batch-operations-using-web-api.md): client-credentials tokens for
 `https://{org}/.default` that expire (§4.1); upsert by alternate key with PATCH, `If-Match: *`
 (update only, 404) and `If-None-Match: *` (create only, 412), 204 + `OData-EntityId` (§4.2);
 lookups bound with `nav@odata.bind`; `$batch` of at most 1,000 operations whose change sets roll
-back alone; columns and alternate keys through `EntityDefinitions` (a key must be Active before
-upserts use it); service protection per user over a 300-s sliding window — 6,000 requests (a
+back alone; tables, one-to-many relationships, columns and alternate keys through
+`EntityDefinitions` and `RelationshipDefinitions` (a key must be Active before upserts use it); service protection per user over a 300-s sliding window — 6,000 requests (a
 `$batch` is one), 1,200 s execution time (every operation adds), 52 concurrent — answered 429
 with `Retry-After` (§4.3); errors as `{"error": {"code", "message"}}` (§4.4). Faults as
 faults.py describes.
@@ -329,7 +329,10 @@ class DynamicsSandbox:
         """One operation, alone or inside a batch: errors become their OData answer."""
         path = path.split("?", 1)[0]
         try:
-            if path.startswith("EntityDefinitions") or path == "WhoAmI":
+            if (
+                path.startswith(("EntityDefinitions", "RelationshipDefinitions"))
+                or path == "WhoAmI"
+            ):
                 return Answer(*self.metadata.handle(method, path, body))
             m = ENTITY_REF.fullmatch(path) or re.fullmatch(r"(\w+)()", path)
             if m is None:

@@ -1,10 +1,15 @@
-"""The Dataverse sandbox's metadata Web API: EntityDefinitions, their Attributes and alternate Keys.
+"""The Dataverse sandbox's metadata Web API: tables, one-to-many relationships, columns, alternate keys.
 
-Payload shapes follow crm-apis.md §4.2 (column and key creation payloads are UNCONFIRMED there):
-`POST EntityDefinitions(LogicalName='contact')/Attributes` with an `@odata.type` such as
-`Microsoft.Dynamics.CRM.StringAttributeMetadata`, `SchemaName` and a `DisplayName` label;
-`POST .../Keys` with `SchemaName` and `KeyAttributes`; `GET .../Attributes(LogicalName='x')` is
-404 when absent. A key is Pending until its index job finishes (`EntityKeyIndexStatus`).
+Payload shapes follow crm-apis.md §4.2 and Microsoft's "Create and update table definitions /
+table relationships using the Web API" (MicrosoftDocs/powerapps-docs): `POST EntityDefinitions`
+with SchemaName, DisplayName, DisplayCollectionName, OwnershipType, IsActivity, HasActivities,
+HasNotes and, in `Attributes`, one StringAttributeMetadata with `IsPrimaryName: true`;
+`POST RelationshipDefinitions` with a OneToManyRelationshipMetadata whose `Lookup` (a
+LookupAttributeMetadata) is created with it; `POST EntityDefinitions(LogicalName='contact')/Attributes`
+with an `@odata.type` such as `Microsoft.Dynamics.CRM.StringAttributeMetadata`; `POST .../Keys`
+with `SchemaName` and `KeyAttributes`. A definition read by name (`(LogicalName='x')`,
+`RelationshipDefinitions(SchemaName='x')`) is 404 when absent. A key is Pending until its index
+job finishes (`EntityKeyIndexStatus`). Messages of refusals the docs do not show are UNCONFIRMED.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from telecrm.sandbox.dynamics_schema import (
     AlternateKey,
     Column,
     OdataError,
+    Relationship,
     Table,
 )
 from telecrm.sandbox.dynamics_store import DataverseStore
@@ -39,6 +45,15 @@ ATTRIBUTE_TYPES = {  # @odata.type -> column kind
     "DateTimeAttributeMetadata": "DateTime",
     "PicklistAttributeMetadata": "Picklist",
 }
+RELATIONSHIP_PATH = re.compile(r"RelationshipDefinitions(?:\(SchemaName='(\w+)'\))?")
+TABLE_REQUIRED = (
+    "DisplayCollectionName",
+    "OwnershipType",
+    "IsActivity",
+    "HasActivities",
+    "HasNotes",
+)
+OWNERSHIP_TYPES = ("UserOwned", "OrganizationOwned", "TeamOwned")
 METADATA_PATH = re.compile(
     r"EntityDefinitions\(LogicalName='(\w+)'\)(?:/(Attributes|Keys)(?:\(LogicalName='(\w+)'\))?)?"
 )
@@ -66,6 +81,15 @@ class MetadataApi:
                     "OrganizationId": _metadata_id("org"),
                 },
             )
+        if path == "EntityDefinitions" and method == "POST":
+            table = self._create_table(self._body(raw))
+            return (
+                204,
+                {"OData-EntityId": f"EntityDefinitions({_metadata_id(table.logical)})"},
+                None,
+            )
+        if (r := RELATIONSHIP_PATH.fullmatch(path)) is not None:
+            return self._relationships(method, r.group(1), raw)
         m = METADATA_PATH.fullmatch(path)
         if m is None:
             raise OdataError(
@@ -79,8 +103,11 @@ class MetadataApi:
                 {},
                 {
                     "LogicalName": table.logical,
+                    "SchemaName": table.logical,
                     "EntitySetName": table.entity_set,
                     "PrimaryIdAttribute": table.primary_id,
+                    "PrimaryNameAttribute": table.primary_name,
+                    "IsCustomEntity": table.custom,
                     "MetadataId": _metadata_id(table.logical),
                 },
             )
@@ -128,8 +155,104 @@ class MetadataApi:
             405, BAD_PROPERTY, "The requested method is not supported on this resource."
         )
 
+    def _body(self, raw: bytes) -> dict[str, Any]:
+        """A definition to create: JSON with a DisplayName label."""
+        body = self._json(raw)
+        _label(body.get("DisplayName"), "DisplayName")
+        return body
+
+    # -- tables and relationships ----------------------------------------------------------------
+    def _create_table(self, body: dict[str, Any]) -> Table:
+        kind = str(body.get("@odata.type", "Microsoft.Dynamics.CRM.EntityMetadata")).lstrip("#")
+        if kind != "Microsoft.Dynamics.CRM.EntityMetadata":
+            raise OdataError(400, INVALID_ARGUMENT, "The @odata.type of the entity is not valid.")
+        name = self._schema_name(body)
+        missing = [p for p in TABLE_REQUIRED if p not in body]
+        if missing:
+            raise OdataError(
+                400, INVALID_ARGUMENT, f"{missing[0]} is required to create an entity."
+            )
+        _label(body.get("DisplayCollectionName"), "DisplayCollectionName")
+        if body["OwnershipType"] not in OWNERSHIP_TYPES:
+            raise OdataError(
+                400,
+                BAD_PROPERTY,
+                f"The value '{body['OwnershipType']}' is not valid for OwnershipType.",
+            )
+        if not all(isinstance(body[p], bool) for p in TABLE_REQUIRED[2:]):
+            raise OdataError(
+                400, BAD_PROPERTY, "IsActivity, HasActivities and HasNotes take true or false."
+            )
+        primaries = [
+            a
+            for a in body.get("Attributes") or []
+            if isinstance(a, dict) and a.get("IsPrimaryName") is True
+        ]
+        if len(primaries) != 1 or _odata_kind(primaries[0]) != "StringAttributeMetadata":
+            raise OdataError(
+                400,
+                INVALID_ARGUMENT,
+                "The entity needs exactly one primary name attribute: a "
+                "StringAttributeMetadata with IsPrimaryName true.",
+            )
+        primary = primaries[0]
+        if (primary.get("FormatName") or {}).get("Value") != "Text":
+            raise OdataError(
+                400, INVALID_ARGUMENT, "The primary name attribute must use the Text format."
+            )
+        max_length = primary.get("MaxLength")
+        if not (isinstance(max_length, int) and 1 <= max_length <= 4000):
+            raise OdataError(400, INVALID_ARGUMENT, "MaxLength must be between 1 and 4000.")
+        _label(primary.get("DisplayName"), "DisplayName")
+        return self.store.add_table(name, self._schema_name(primary), max_length)
+
+    def _relationships(self, method: str, name: str | None, raw: bytes) -> Reply:
+        if method == "GET" and name is not None:
+            r = self.store.relationships.get(name.lower())
+            if r is None:
+                raise OdataError(
+                    404, DOES_NOT_EXIST, f"Could not find relationship with name '{name}'."
+                )
+            return 200, {}, _relationship(r)
+        if method == "GET":
+            return 200, {}, {"value": [_relationship(r) for r in self.store.relationships.values()]}
+        if method != "POST" or name is not None:
+            raise OdataError(
+                405, BAD_PROPERTY, "The requested method is not supported on this resource."
+            )
+        body = self._json(raw)
+        if _odata_kind(body) != "OneToManyRelationshipMetadata":
+            raise OdataError(  # the sandbox has no many-to-many (UNCONFIRMED message)
+                400,
+                INVALID_ARGUMENT,
+                "The @odata.type must be Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata.",
+            )
+        name = self._schema_name(body)
+        referenced = self.store.table(str(body.get("ReferencedEntity", "")))
+        referencing = self.store.table(str(body.get("ReferencingEntity", "")))
+        if body.get("ReferencedAttribute", referenced.primary_id) != referenced.primary_id:
+            raise OdataError(
+                400,
+                INVALID_ARGUMENT,
+                f"ReferencedAttribute must be the primary key of entity '{referenced.logical}'.",
+            )
+        lookup = body.get("Lookup")
+        if not isinstance(lookup, dict) or _odata_kind(lookup) != "LookupAttributeMetadata":
+            raise OdataError(
+                400,
+                INVALID_ARGUMENT,
+                "A one-to-many relationship needs a Lookup of type LookupAttributeMetadata.",
+            )
+        _label(lookup.get("DisplayName"), "DisplayName")
+        column = self._schema_name(lookup)
+        navigation = str(body.get("ReferencingEntityNavigationPropertyName") or column).lower()
+        self.store.add_relationship(
+            Relationship(name, referenced.logical, referencing.logical, column, navigation)
+        )
+        return 204, {"OData-EntityId": f"RelationshipDefinitions({_metadata_id(name)})"}, None
+
     @staticmethod
-    def _body(raw: bytes) -> dict[str, Any]:
+    def _json(raw: bytes) -> dict[str, Any]:
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
@@ -137,13 +260,6 @@ class MetadataApi:
         if not isinstance(body, dict):
             raise OdataError(
                 400, BAD_PROPERTY, "Invalid JSON. A token was not recognized in the JSON content."
-            )
-        label = ((body.get("DisplayName") or {}).get("LocalizedLabels") or [{}])[0]
-        if not isinstance(label, dict) or not label.get("Label") or not label.get("LanguageCode"):
-            raise OdataError(
-                400,
-                INVALID_ARGUMENT,
-                "DisplayName needs a LocalizedLabel with Label and LanguageCode.",
             )
         return body
 
@@ -157,9 +273,7 @@ class MetadataApi:
         return name.lower()  # LogicalName is the SchemaName in lower case
 
     def _create_attribute(self, table: Table, body: dict[str, Any]) -> str:
-        kind = ATTRIBUTE_TYPES.get(
-            str(body.get("@odata.type", "")).lstrip("#").removeprefix("Microsoft.Dynamics.CRM.")
-        )
+        kind = ATTRIBUTE_TYPES.get(_odata_kind(body))
         if kind is None:
             raise OdataError(
                 400,
@@ -206,3 +320,29 @@ class MetadataApi:
             "EntityKeyIndexStatus": key.status(self.store.now()),
             "MetadataId": _metadata_id(table.logical, key.name),
         }
+
+
+def _odata_kind(body: dict[str, Any]) -> str:
+    return str(body.get("@odata.type", "")).lstrip("#").removeprefix("Microsoft.Dynamics.CRM.")
+
+
+def _label(value: Any, name: str) -> None:
+    labels = (value.get("LocalizedLabels") if isinstance(value, dict) else None) or [{}]
+    first = labels[0]
+    if not isinstance(first, dict) or not first.get("Label") or not first.get("LanguageCode"):
+        raise OdataError(
+            400, INVALID_ARGUMENT, f"{name} needs a LocalizedLabel with Label and LanguageCode."
+        )
+
+
+def _relationship(r: Relationship) -> dict[str, Any]:
+    return {
+        "@odata.type": "#Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
+        "SchemaName": r.schema_name,
+        "ReferencedEntity": r.referenced,
+        "ReferencingEntity": r.referencing,
+        "ReferencingAttribute": r.lookup,
+        "ReferencingEntityNavigationPropertyName": r.navigation,
+        "IsCustomRelationship": True,
+        "MetadataId": _metadata_id(r.schema_name),
+    }

@@ -1,9 +1,10 @@
 """The Dataverse sandbox's schema: tables, columns, lookups, alternate keys, key syntax, error codes.
 
-The tables of a new environment (contacts, accounts, opportunities, incidents) plus the five
-telecrm tables of DESIGN.md §4.5 as a solution import would create them, each with a lookup to
-contact. Column subsets follow Microsoft's table reference; error codes cite crm-apis.md §4.3/§4.4
-and Microsoft's docs (MicrosoftDocs/powerapps-docs) or are marked UNCONFIRMED.
+The tables of a new environment (contacts, accounts, opportunities, incidents). telecrm's own
+tables (DESIGN.md §4.5) do not exist until `telecrm crm provision` creates them through the
+metadata API (dynamics_metadata.py). Column subsets follow Microsoft's table reference; error codes
+cite crm-apis.md §4.3/§4.4 and Microsoft's docs (MicrosoftDocs/powerapps-docs) or are marked
+UNCONFIRMED.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Table:
     columns: dict[str, Column]
     lookups: dict[str, tuple[str, str]]  # navigation property -> (lookup column, target table)
     requires: str | None = None  # a lookup column every create must bind (incident: customerid)
+    primary_name: str = "name"  # the primary name column (contact: fullname; unused here)
+    custom: bool = False  # created through the metadata API
 
     @property
     def primary_id(self) -> str:
@@ -63,14 +66,22 @@ def _s(n: int) -> Column:
     return Column("String", n)
 
 
-def _custom_table(name: str) -> Table:
-    """One of the five telecrm tables of DESIGN.md §4.5, as a solution would import it."""
-    return Table(
-        f"telecrm_{name}",
-        f"telecrm_{name}s",
-        {"telecrm_name": _s(100)},
-        {"telecrm_contactid": ("telecrm_contactid", "contact")},
-    )
+def entity_set_of(logical: str) -> str:
+    """The entity set Dataverse gives a new table: its logical name in the plural."""
+    if logical.endswith("y") and logical[-2:-1] not in tuple("aeiou"):
+        return logical[:-1] + "ies"
+    return logical + ("es" if logical.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    """A one-to-many created through RelationshipDefinitions: its lookup lives on `referencing`."""
+
+    schema_name: str
+    referenced: str  # the "one" table: contact
+    referencing: str  # the "many" table
+    lookup: str  # the lookup column on `referencing`
+    navigation: str  # its single-valued navigation property (what `@odata.bind` names)
 
 
 def standard_tables() -> dict[str, Table]:
@@ -140,16 +151,6 @@ def standard_tables() -> dict[str, Table]:
             },
             {"primarycontactid": ("primarycontactid", "contact"), **customer},
             requires="customerid",  # "You should specify a parent contact or account."
-        ),
-        *(
-            _custom_table(n)
-            for n in (
-                "treatmentplan",
-                "prescription",
-                "consultation",
-                "subscription",
-                "providerrelationship",
-            )
         ),
     ]
     return {t.logical: t for t in tables}

@@ -28,7 +28,9 @@ from telecrm.sandbox.dynamics_schema import (
     AlternateKey,
     Column,
     OdataError,
+    Relationship,
     Table,
+    entity_set_of,
     standard_tables,
 )
 
@@ -43,6 +45,7 @@ class DataverseStore:
     tables: dict[str, Table] = field(init=False)
     keys: dict[str, dict[str, AlternateKey]] = field(init=False)
     rows: dict[str, dict[str, dict[str, Any]]] = field(init=False)
+    relationships: dict[str, Relationship] = field(init=False)
     _undo: list[tuple[str, str, dict[str, Any] | None]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -52,6 +55,7 @@ class DataverseStore:
         self.tables = standard_tables()
         self.keys = {name: {} for name in self.tables}
         self.rows = {name: {} for name in self.tables}
+        self.relationships = {}
         # (table, key attributes) -> {case-folded key values: row id}: a lookup by alternate key
         # is a dict get, as an indexed key is in Dataverse, not a scan of every row.
         self._index: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], str]] = {}
@@ -282,17 +286,59 @@ class DataverseStore:
     # -- metadata (EntityDefinitions) ------------------------------------------------------
     def add_column(self, logical: str, name: str, column: Column) -> None:
         table = self.table(logical)
-        if name in table.columns or name in table.lookups:
+        if name in table.columns or name in table.lookups or name == table.primary_id:
             raise OdataError(
                 400, METADATA_EXISTS, f"An attribute with the specified name {name} already exists."
             )
+        self._prefixed(name, "Attribute")
+        table.columns[name] = column
+
+    def _prefixed(self, name: str, kind: str) -> None:
         if not name.startswith(self.publisher_prefix + "_"):
             raise OdataError(
                 400,
                 INVALID_ARGUMENT,
-                f"The schema name {name} for type Attribute is not prefixed with the publisher prefix '{self.publisher_prefix}_'.",
+                f"The schema name {name} for type {kind} is not prefixed with the publisher prefix '{self.publisher_prefix}_'.",
             )
-        table.columns[name] = column
+
+    def add_table(self, logical: str, primary_name: str, max_length: int) -> Table:
+        """A new custom table with its primary name column (CreateEntity)."""
+        entity_set = entity_set_of(logical)
+        if logical in self.tables or any(t.entity_set == entity_set for t in self.tables.values()):
+            raise OdataError(  # message and code UNCONFIRMED
+                400,
+                METADATA_EXISTS,
+                f"An entity with the specified name {logical} already exists. Specify a unique name.",
+            )
+        self._prefixed(logical, "Entity")
+        self._prefixed(primary_name, "Attribute")
+        columns = {primary_name: Column("String", max_length, custom=True)}
+        table = Table(logical, entity_set, columns, {}, primary_name=primary_name, custom=True)
+        self.tables[logical] = table
+        self.keys[logical] = {}
+        self.rows[logical] = {}
+        return table
+
+    def add_relationship(self, r: Relationship) -> None:
+        """A one-to-many: the lookup column and its navigation property on `r.referencing`."""
+        if r.schema_name in self.relationships:
+            raise OdataError(  # message UNCONFIRMED
+                400,
+                METADATA_EXISTS,
+                f"A relationship with the specified name {r.schema_name} already exists.",
+            )
+        self._prefixed(r.schema_name, "Relationship")
+        self._prefixed(r.lookup, "Attribute")
+        self.table(r.referenced)
+        table = self.table(r.referencing)
+        if r.lookup in table.columns or r.navigation in table.lookups:
+            raise OdataError(
+                400,
+                METADATA_EXISTS,
+                f"An attribute with the specified name {r.lookup} already exists.",
+            )
+        table.lookups[r.navigation] = (r.lookup, r.referenced)
+        self.relationships[r.schema_name] = r
 
     def add_key(self, logical: str, name: str, attributes: tuple[str, ...]) -> AlternateKey:
         table = self.table(logical)

@@ -132,6 +132,9 @@ ROUTES: list[tuple[str, re.Pattern[str], str, int]] = [
     ("GET", re.compile(r"/api/v1/stages"), "list_stages", pl.COST_GET_LIST),
     ("POST", re.compile(r"/api/v1/stages"), "create_stage", pl.COST_WRITE),
 ]
+# What a list may be filtered by (v2 GET /activities, v1 GET /notes: crm-apis.md §3.2).
+LIST_FILTERS = {"activities": ("person_id", "deal_id", "org_id"),
+                "notes": ("person_id", "deal_id", "org_id")}  # fmt: skip
 WRITES = {"POST", "PUT", "PATCH"}  # PATCH counted with POST/PUT (§3.3 names POST/PUT; UNCONFIRMED)
 
 
@@ -171,7 +174,8 @@ class PipedriveSandbox:
 
     def flat_records(self, obj: str) -> list[dict[str, Any]]:
         """Records as a person reads them in Pipedrive's screens: custom fields by name, the
-        primary email and phone, pipeline and stage by name (what the agreement check compares)."""
+        primary email and phone, pipeline and stage by name, and an activity's or note's
+        `[telecrm:field:key]` marker as that field (what the agreement check compares)."""
         with self._lock:
             fields = self.store.fields.get(obj, [])
             names = {f["key"]: f["name"] for f in fields}
@@ -199,6 +203,10 @@ class PipedriveSandbox:
                     row["pipeline_id"] = pipelines.get(row["pipeline_id"], row["pipeline_id"])
                 if "stage_id" in row:
                     row["stage_id"] = stages.get(row["stage_id"], row["stage_id"])
+                text = ps.MARKED_TEXT.get(obj)
+                if text is not None and isinstance(row.get(text), str):
+                    row[text], found = ps.split_markers(row[text])
+                    row.update(found)
                 out.append(row)
             return out
 
@@ -373,10 +381,25 @@ class PipedriveSandbox:
         return ok({"items": items}, next_cursor=None)
 
     def _h_list(self, p: dict[str, str], query: Any, body: Any, now: float) -> Reply:
-        live = self.store.live(p["obj"])
-        start, limit = int(query.get("cursor") or 0), min(int(query.get("limit") or 100), 500)
-        page = [self.store.record_json(p["obj"], r) for r in live[start : start + limit]]
+        """v2 lists (cursor pages) and v1 notes (start/limit pages), filtered by link ids."""
+        obj, v1 = p["obj"], p["obj"] == "notes"
+        filters: dict[str, int] = {}
+        for name in LIST_FILTERS.get(obj, ()):
+            raw = query.get(name)
+            if raw is not None:
+                if not raw.isdigit():
+                    raise ps.Invalid(name, f"{name} must be an integer")
+                filters[name] = int(raw)
+        live = self.store.linked(obj, filters)
+        cursor = query.get("start" if v1 else "cursor") or "0"
+        if not cursor.isdigit():
+            raise ps.Invalid("cursor", "Invalid cursor")
+        start, limit = int(cursor), min(int(query.get("limit") or 100), 500)
+        page = [self.store.record_json(obj, r) for r in live[start : start + limit]]
         more = start + limit < len(live)
+        if v1:
+            return ok(page, pagination={"start": start, "limit": limit, "more_items_in_collection": more,
+                                        **({"next_start": start + limit} if more else {})})  # fmt: skip
         return ok(page, next_cursor=str(start + limit) if more else None)
 
     def _h_get(self, p: dict[str, str], query: Any, body: Any, now: float) -> Reply:

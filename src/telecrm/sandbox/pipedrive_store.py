@@ -46,9 +46,16 @@ WRITABLE: dict[str, set[str]] = {
               "currency", "status", "probability", "expected_close_date", "visible_to",
               "label_ids", "custom_fields"},
     "activities": {"subject", "type", "owner_id", "deal_id", "person_id", "org_id", "due_date",
-                   "due_time", "duration", "done", "note", "custom_fields"},
-    "notes": {"content", "person_id", "deal_id", "org_id"},
+                   "due_time", "duration", "busy", "done", "note", "public_description",
+                   "priority", "custom_fields"},
+    "notes": {"content", "person_id", "deal_id", "org_id", "user_id", "add_time",
+              "pinned_to_deal_flag", "pinned_to_person_flag", "pinned_to_organization_flag"},
 }  # fmt: skip
+# A note is attached to something: one of these is required (v1 AddNoteRequest).
+NOTE_PARENTS = ("deal_id", "person_id", "org_id")
+# Built-in activity types (key_string of v1 ActivityTypes); a company may add its own.
+ACTIVITY_TYPES = {"call", "meeting", "task", "deadline", "email", "lunch"}
+TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 REQUIRED = {"persons": "name", "organizations": "name", "deals": "title", "notes": "content"}
 DEAL_STATUSES = {"open", "won", "lost"}
 DEFAULT_PIPELINE = "Pipeline"
@@ -69,6 +76,17 @@ _BUILT_IN_FIELDS = {
               ("stage_id", "Stage", "stage"), ("person_id", "Contact person", "people")],
     "activities": [("subject", "Subject", "varchar"), ("type", "Type", "varchar")],
 }  # fmt: skip
+
+
+# telecrm's marker in an activity's note or a note's content (connectors/pipedrive_marked.py);
+# the flat view shows it as the field it names, as the agreement check reads records.
+MARKED_TEXT = {"activities": "note", "notes": "content"}
+MARKER = re.compile(r"\n?\[telecrm:([a-z][a-z0-9_]*):([^\]\s]+)\]")
+
+
+def split_markers(text: str) -> tuple[str, dict[str, str]]:
+    """The text without telecrm's markers, and what they say ({field: key})."""
+    return MARKER.sub("", text), {m.group(1): m.group(2) for m in MARKER.finditer(text)}
 
 
 class Invalid(Exception):
@@ -278,6 +296,10 @@ class Company:
                 raise Invalid(key, f"{target[:-1].capitalize()} {data[key]} not found")
         if obj == "deals":
             self._check_deal(data, current or {})
+        elif obj == "activities":
+            self._check_activity(data)
+        elif obj == "notes" and creating and all(data.get(k) is None for k in NOTE_PARENTS):
+            raise Invalid("deal_id", "One of deal_id, person_id, org_id must be given")
         if "custom_fields" in data:
             data["custom_fields"] = self._customs(obj, data["custom_fields"])
         return data
@@ -315,6 +337,24 @@ class Company:
         closes = data.get("expected_close_date")
         if closes is not None and not DATE.match(str(closes)):
             raise Invalid("expected_close_date", "expected_close_date must be YYYY-MM-DD")
+
+    def _check_activity(self, data: dict[str, Any]) -> None:
+        if "type" in data and data["type"] not in ACTIVITY_TYPES:
+            raise Invalid("type", f"Invalid activity type: {data['type']}")
+        if data.get("due_date") is not None and not DATE.match(str(data["due_date"])):
+            raise Invalid("due_date", "due_date must be YYYY-MM-DD")
+        for key in ("due_time", "duration"):
+            if data.get(key) is not None and not TIME.match(str(data[key])):
+                raise Invalid(key, f"{key} must be HH:MM")
+        for key in ("busy", "done"):
+            if key in data and not isinstance(data[key], bool):
+                raise Invalid(key, f"{key} must be a boolean")
+        if "subject" in data and not isinstance(data["subject"], str):
+            raise Invalid("subject", "subject must be a string")
+
+    def linked(self, obj: str, filters: dict[str, int]) -> list[Record]:
+        """Live records of `obj` whose link fields (person_id, deal_id, ...) equal `filters`."""
+        return [r for r in self.live(obj) if all(r.data.get(k) == v for k, v in filters.items())]
 
     def _customs(self, obj: str, raw: Any) -> dict[str, Any]:
         if not isinstance(raw, dict):

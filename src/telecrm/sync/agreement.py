@@ -3,7 +3,9 @@
 Reads every profile, plans its records with the mapping, and compares them with the records a
 CRM (a sandbox's `/_sandbox/records/...`) holds: missing records, duplicates (two CRM records with
 one external id) and records whose properties differ. Values are compared as the CRM stores them
-(HubSpot keeps strings); relations are checked by the sandbox when it resolves them.
+(HubSpot keeps strings); relations are checked by the sandbox when it resolves them, except
+Pipedrive's link fields (a deal's or note's `person_id`, a note's `deal_id`), whose CRM id is
+checked to be the record our key names.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class Agreement:
         )
 
 
+# Properties that hold the CRM id of another record, by connector: property -> its object.
+LINKS = {"pipedrive": {"person_id": "persons", "deal_id": "deals", "org_id": "organizations"}}
+
+
 def flatten(kind: str, record: dict[str, Any]) -> dict[str, Any]:
     """A CRM record as {property: value}: HubSpot nests them under `properties`."""
     if kind == "hubspot":
@@ -77,6 +83,7 @@ def check_agreement(
     """`patients`: only these patients' records are expected (a destination fed a subset)."""
     result = Agreement()
     held: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    keys_by_id: dict[str, dict[str, str]] = {}  # crm object -> CRM id -> our key
     for o in mapping.objects:
         index: dict[str, list[dict[str, Any]]] = {}
         for raw in crm_records(o.crm_object):
@@ -87,6 +94,8 @@ def check_agreement(
             result.crm_records += 1
             if key not in (None, ""):
                 index.setdefault(str(key), []).append(row)
+                if row.get("id") is not None:
+                    keys_by_id.setdefault(o.crm_object, {})[str(row["id"])] = str(key)
         held[o.name] = index
     with read_only(engine).connect() as conn:
         for stored in conn.execute(select(profiles).where(profiles.c.patient_id.is_not(None))):
@@ -100,9 +109,24 @@ def check_agreement(
                     continue
                 if len(found) > 1:
                     result.duplicated.append(f"{d.object} {d.key}")
-                wrong = [p for p, v in d.properties.items() if not same(v, found[0].get(p))]
+                links = LINKS.get(mapping.connector, {})
+                wrong = [
+                    p
+                    for p, v in d.properties.items()
+                    if not (
+                        linked_to(v, found[0].get(p), keys_by_id.get(links[p], {}))
+                        if p in links and isinstance(v, dict | str)
+                        else same(v, found[0].get(p))
+                    )
+                ]
                 if wrong:
                     result.different.append(f"{d.object} {d.key} {','.join(sorted(wrong))}")
                 else:
                     result.matching += 1
     return result
+
+
+def linked_to(expected: dict[str, Any] | str, actual: Any, keys_by_id: dict[str, str]) -> bool:
+    """A link (our key, or a relation {id field: key}) holds the CRM id of that very record."""
+    key = next(iter(expected.values()), None) if isinstance(expected, dict) else expected
+    return actual is not None and keys_by_id.get(str(actual)) == str(key)

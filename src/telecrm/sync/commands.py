@@ -386,7 +386,9 @@ def provision_command(destination: str = DESTINATION) -> None:
         m, rt.engine, rt.clock, time.sleep, credentials=CredentialStore(rt.engine, rt.cipher)
     )
     try:
-        steps = connector.provision([c.to_custom_property() for c in m.custom_properties])  # type: ignore[attr-defined]
+        properties = [c.to_custom_property() for c in m.custom_properties]
+        tables = [t.to_custom_table() for t in m.custom_tables]  # Dataverse only
+        steps = connector.provision(properties, **({"tables": tables} if tables else {}))  # type: ignore[attr-defined]
     finally:
         connector.close()
     for s in steps:

@@ -185,12 +185,26 @@ def open_connector(
             def on_refresh(token: str) -> None:
                 credentials.put(dest, "refresh_token", token)
 
-        connector = PipedriveConnector(
-            config, client, gate=gate if gated else None, now=now, on_refresh=on_refresh
+        search = mapping.limits.search
+        search_gate = (
+            DbCallGate(engine, f"{mapping.destination}:search", search, clock, sleep)
+            if search is not None and gated
+            else None
         )
+        id_fields: dict[str, str] = {}
+        for o in mapping.objects:  # to find a linked record by our key
+            id_fields.setdefault(o.crm_object, o.id_property)
+        connector = PipedriveConnector(
+            config, client, gate=gate if gated else None, now=now, on_refresh=on_refresh,
+            id_fields=id_fields, search_gate=search_gate,
+        )  # fmt: skip
     elif mapping.connector == "dynamics":
         connector = DynamicsConnector(
-            dynamics_config(mapping, env), client, gate=gate if gated else None, now=now
+            dynamics_config(mapping, env),
+            client,
+            gate=gate if gated else None,
+            now=now,
+            lookups={t.contact_lookup: "contacts" for t in mapping.custom_tables},
         )
     else:
         connector = SalesforceConnector(

@@ -18,13 +18,14 @@ from sqlalchemy import Connection, Engine, func, select
 
 from telecrm.connectors.dynamics_auth import DATAVERSE_BATCH_MAX
 from telecrm.connectors.hubspot import HUBSPOT_BATCH_MAX
+from telecrm.connectors.pipedrive_marked import MARKED_TEXT
 from telecrm.connectors.salesforce import SALESFORCE_COLLECTION_MAX
 from telecrm.domain.fields import FIELDS
 from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles
 from telecrm.security.envelope import FieldCipher
 from telecrm.store.engine import read_only
-from telecrm.sync.mapping import Mapping
+from telecrm.sync.mapping import Mapping, ObjectMapping
 from telecrm.sync.planner import DesiredRecord, desired_records
 from telecrm.sync.tables import rate_budgets, sync_dead_letters, sync_dirty, sync_records
 from telecrm.sync.worker import load_known
@@ -38,6 +39,19 @@ BATCH_MAX = {
 }
 SEARCH_BEFORE_CREATE = frozenset({"pipedrive"})  # no native upsert: a search per new record
 SEPARATE_ASSOCIATIONS = frozenset({"hubspot", "pipedrive", "dynamics"})  # links cost calls
+# Pipedrive: activities and notes are found by a marker, not searched, and one whose person we
+# just created needs no lookup at all; a link with a `relation:` property rides in the body.
+FOUND_BY_MARKER = frozenset(MARKED_TEXT)
+LINKS_IN_BODY = frozenset({"pipedrive"})
+
+
+def _separate_links(mapping: Mapping, o: ObjectMapping) -> bool:
+    if not o.associations or mapping.connector not in SEPARATE_ASSOCIATIONS:
+        return False
+    if mapping.connector not in LINKS_IN_BODY:
+        return True
+    related = {spec.relation for spec in o.properties.values()}
+    return any(a.to not in related for a in o.associations)
 
 
 def estimate_calls(mapping: Mapping, written: Mapping_[str, int], new: Mapping_[str, int]) -> int:
@@ -48,9 +62,9 @@ def estimate_calls(mapping: Mapping, written: Mapping_[str, int], new: Mapping_[
     for o in mapping.objects:
         n = written.get(o.name, 0)
         total += math.ceil(n / size)
-        if mapping.connector in SEARCH_BEFORE_CREATE:
+        if mapping.connector in SEARCH_BEFORE_CREATE and o.crm_object not in FOUND_BY_MARKER:
             total += new.get(o.name, 0)
-        if o.associations and mapping.connector in SEPARATE_ASSOCIATIONS:
+        if _separate_links(mapping, o):
             total += math.ceil(n / size)
     return total
 

@@ -11,6 +11,7 @@ costs no call at all.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,9 +26,15 @@ from telecrm.domain.lifecycle import CRM_STATUS, LADDER, RANK, Stage
 from telecrm.domain.profile import Profile
 from telecrm.sync.mapping import Mapping, ObjectMapping
 from telecrm.sync.tables import sync_dirty
-from telecrm.sync.transforms import apply_transform
+from telecrm.sync.transforms import ATTRIBUTE_REVEALS, apply_transform, revealed_fields
 
 OPEN_CONSULTATION_CLOSE_DAYS = 30  # Salesforce needs a CloseDate on an open opportunity
+RELATIONSHIP_ID_LABEL = b"telecrm/provider-relationship/v1\x00"  # a new scheme, a new label
+TREATMENT_VALUES = {  # treatment_plan attribute -> the catalog field that holds it
+    "status": "treatment_status",
+    "outcome": "treatment_outcome",
+    "progress": "treatment_progress",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +95,20 @@ def patient_attributes(p: Profile) -> dict[str, Any]:
         "churn_risk": p.facts.churn_risk,
         "registered_at": p.facts.registered_at,
         "stage_since": p.stage_since,
+        # What journeys' crm_update steps set: fixed values, sent as text.
+        **{
+            f"journey.{name}": str(entry["value"]).lower()
+            if isinstance(entry["value"], bool)
+            else str(entry["value"])
+            for name, entry in p.records.get("journey_field", {}).items()
+        },
     }
 
 
 def _record_attributes(source: str, record_id: str, raw: dict[str, Any]) -> dict[str, Any]:
     attrs = {"record_id": record_id, **raw}
+    if source in ("care_task", "care_case"):
+        attrs["due_date"] = datetime.fromisoformat(raw["due_at"])
     if source == "consultation":
         closed = raw.get("closed_at")
         attrs["closed"] = closed is not None
@@ -114,13 +130,35 @@ def _applies(o: ObjectMapping, p: Profile) -> bool:
     )
 
 
+def relationship_id(patient_key: str, provider_id: str) -> str:
+    """A provider relationship's external id: stable, and without the provider id in it.
+
+    The id lands in sync_records, dead letters and logs, none of them encrypted, while the
+    provider id is PHI. A digest keyed by a telecrm secret would resist guessing from a list of
+    providers better, but every secret here rotates, and an external id that changes makes a
+    duplicate CRM record; so it is a plain SHA-256 over both ids under a fixed label, 128 bits."""
+    material = RELATIONSHIP_ID_LABEL + f"{patient_key}\x00{provider_id}".encode()
+    return "pr_" + hashlib.sha256(material).hexdigest()[:32]
+
+
 def _keys_of(o: ObjectMapping, p: Profile) -> list[tuple[str, dict[str, Any]]]:
     if o.source == "patient":
         return [(p.patient_key, {})]
-    return [
-        (rid, _record_attributes(o.source, rid, raw))
-        for rid, raw in sorted(p.records.get(o.source, {}).items())
-    ]
+    if o.source == "provider_relationship":  # from the decrypted value, never a clear record
+        provider = p.values.get("provider_id")
+        if not provider:
+            return []
+        rid = relationship_id(p.patient_key, str(provider))
+        return [(rid, {"record_id": rid})]
+    out = []
+    for rid, raw in sorted(p.records.get(o.source, {}).items()):
+        attrs = _record_attributes(o.source, rid, raw)
+        if o.source == "treatment_plan":
+            attrs.pop("current", None)
+            if raw.get("current"):  # the catalog values describe the latest plan only
+                attrs |= {a: p.values.get(f) for a, f in TREATMENT_VALUES.items()}
+        out.append((rid, attrs))
+    return out
 
 
 def desired_records(p: Profile, mapping: Mapping) -> list[DesiredRecord]:
@@ -136,7 +174,7 @@ def desired_records(p: Profile, mapping: Mapping) -> list[DesiredRecord]:
         for key, extra in _keys_of(o, p):
             attrs = {**base, **extra}
             props: dict[str, Any] = {}
-            used: list[str] = []
+            used: list[str] = list(revealed_fields(o.source))
             relations: list[tuple[str, str]] = []
             for name, spec in o.properties.items():
                 if spec.field is not None:
@@ -145,7 +183,11 @@ def desired_records(p: Profile, mapping: Mapping) -> list[DesiredRecord]:
                         used.append(spec.field)
                 elif spec.from_ is not None:
                     value = attrs.get(spec.from_)
+                    revealed = ATTRIBUTE_REVEALS.get((o.source, spec.from_))
+                    if value is not None and revealed is not None:
+                        used.append(revealed)
                 elif spec.template is not None:
+                    used += _template_reveals(o.source, spec.template, attrs)
                     value = spec.template.format_map(_Blank(attrs))
                 elif spec.relation is not None:
                     target = mapping.object(spec.relation)
@@ -175,6 +217,15 @@ def desired_records(p: Profile, mapping: Mapping) -> list[DesiredRecord]:
                 )
             )
     return out
+
+
+def _template_reveals(source: str, template: str, attrs: dict[str, Any]) -> list[str]:
+    names = re.findall(r"{(\w+)}", template)
+    return [
+        f
+        for n in names
+        if attrs.get(n) is not None and (f := ATTRIBUTE_REVEALS.get((source, n))) is not None
+    ]
 
 
 class _Blank(dict[str, Any]):

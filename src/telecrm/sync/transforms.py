@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -36,7 +36,74 @@ ATTRIBUTES: dict[str, dict[str, Kind]] = {
         "priority": "str",  # low | normal | high | urgent
         "created_at": "datetime",
     },
+    "prescription": {  # no medication: the record says that one was prescribed, and when
+        "record_id": "str",
+        "status": "str",  # approved
+        "prescribed_at": "datetime",
+        "days_supply": "int",
+        "refills": "int",
+        "consultation_id": "str",
+        "refill_due_on": "date",
+    },
+    "subscription": {
+        "record_id": "str",
+        "tier": "str",
+        "interval": "str",  # monthly | quarterly | annual
+        "amount": "float",
+        "status": "str",  # active | cancelled
+        "started_at": "datetime",
+        "renewed_at": "datetime",
+        "ends_at": "datetime",
+    },
+    "treatment_plan": {
+        "record_id": "str",
+        "created_at": "datetime",
+        "updated_at": "datetime",
+        # From the catalog's treatment_* values, on the patient's current plan only.
+        "status": "str",  # created | updated | completed | discontinued
+        "outcome": "str",
+        "progress": "str",
+    },
+    # Tasks and cases a journey opened for a care coordinator (journeys crm_task / crm_case):
+    # the journey author's fixed subject, never a patient value.
+    **{
+        source: {
+            "record_id": "str",
+            "journey": "str",
+            "subject": "str",
+            "priority": "str",  # low | normal | high | urgent
+            "created_at": "datetime",
+            "due_date": "date",
+        }
+        for source in ("care_task", "care_case")
+    },
+    "provider_relationship": {  # the patient and the provider the profile names now
+        "record_id": "str",  # a digest of patient and provider ids (planner.relationship_id)
+    },
 }
+
+# What a record discloses beyond its properties: a record of these sources exists only because
+# of a PHI data point (a prescription tells that a medication was prescribed), so each names the
+# catalog field it reveals, and the catalog says whether that is PHI. Mapping an object of such a
+# source, or such an attribute, to a destination without `baa: true` is refused at load time.
+SOURCE_REVEALS: dict[str, str] = {
+    "prescription": "medications",
+    "treatment_plan": "treatment_status",
+    "provider_relationship": "provider_id",
+}
+ATTRIBUTE_REVEALS: dict[tuple[str, str], str] = {
+    ("treatment_plan", "status"): "treatment_status",
+    ("treatment_plan", "outcome"): "treatment_outcome",
+    ("treatment_plan", "progress"): "treatment_progress",
+}
+
+
+def revealed_fields(source: str, attributes: Iterable[str] = ()) -> tuple[str, ...]:
+    """The catalog fields a record of `source` reveals by existing and through `attributes`."""
+    found = [SOURCE_REVEALS[source]] if source in SOURCE_REVEALS else []
+    found += [f for a in attributes if (f := ATTRIBUTE_REVEALS.get((source, a))) is not None]
+    return tuple(dict.fromkeys(found))
+
 
 _FIELD_KINDS: dict[str, Kind] = {
     "str": "str",
