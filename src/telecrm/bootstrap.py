@@ -341,6 +341,7 @@ class MessagingThread(threading.Thread):
                 self._parts.planner.drain()
                 if self._journeys is not None:
                     self._journeys.runner.drain()
+                    self._journeys.webhooks.drain()
                 report = self._parts.dispatcher.drain()
                 for outcome in (
                     "sent",

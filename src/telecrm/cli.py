@@ -83,6 +83,8 @@ def serve(
     rt.keyring  # noqa: B018  (fail here, with a clear message, if the key is missing)
     if rt.settings.messaging:  # a bad template or messaging config: say so now, not per request
         rt.messaging()
+        if rt.settings.journeys:  # a bad journey file too
+            rt.journeys()
     console.print(
         f"telecrm {__version__} listening on http://{host}:{port}"
         + (f" ({workers} processes)" if workers > 1 else ""),

@@ -46,6 +46,14 @@ MINIMAL_DATA: dict[tuple[str, int], dict[str, Any]] = {
     ("support_ticket.created", 1): {"ticket_id": "t_1", "category": "billing"},
     ("referral.made", 1): {"referral_id": "ref_1"},
     ("review.posted", 1): {"review_id": "rev_1", "rating": 5},
+    ("journey.milestone", 1): {"journey": "lead_nurturing", "milestone": "nurtured"},
+    ("journey.case_opened", 1): {
+        "journey": "refill_reminder_campaign",
+        "case_id": "je_1",
+        "kind": "task",
+        "subject": "Call the patient about their refill",
+    },
+    ("journey.fields_set", 1): {"journey": "lead_nurturing", "fields": {"nurture_status": "ok"}},
     **{
         (f"email.{kind}", 1): _MESSAGE
         for kind in ("delivered", "opened", "clicked", "bounced", "unsubscribed")

@@ -78,9 +78,9 @@ def _refused(body: str) -> JourneyError:
             "no step is called 'nowhere'",
         ),
         (
-            "steps:\n  - {id: a, crm_task: {subject: call}}\n",
+            "steps:\n  - {id: a, webhook: {url: 'http://care.example.com', secret_env: S}}\n",
             5,
-            "crm_task steps are part of the format but this version of telecrm does not run them",
+            "a webhook leaves over https",
         ),
         (
             "re_entry: sometimes\nsteps:\n  - {id: a, exit: x}\n",

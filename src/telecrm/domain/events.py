@@ -303,6 +303,37 @@ class MessageEngagement(_Model):
     template: Code | None = None
 
 
+class JourneyMilestone(_Model):
+    """A journey reached a named step (`emit_event`); other journeys may listen for it."""
+
+    journey: Code
+    milestone: Code
+
+
+class JourneyCaseOpened(_Model):
+    """A journey step opened a task or a case for a care coordinator (`crm_task` / `crm_case`);
+    the sync carries it to each CRM's case or activity object. The subject is the journey
+    author's fixed text, never a patient value."""
+
+    journey: Code
+    case_id: Identifier
+    kind: Literal["task", "case"]
+    subject: Annotated[str, Field(min_length=1, max_length=120)]
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    due_at: AwareDatetime | None = None
+
+
+JourneyValue = Annotated[str, Field(max_length=64)] | int | float | bool
+
+
+class JourneyFieldsSet(_Model):
+    """A journey step set CRM fields on the patient's record (`crm_update`): fixed values the
+    journey names (for example nurture_status: engaged), which mappings send as `journey.<name>`."""
+
+    journey: Code
+    fields: Annotated[dict[Code, JourneyValue], Field(min_length=1, max_length=20)]
+
+
 DATA_MODELS: dict[tuple[str, int], type[_Model]] = {
     ("patient.registered", 1): PatientRegistered,
     ("patient.updated", 1): PatientUpdated,
@@ -324,6 +355,9 @@ DATA_MODELS: dict[tuple[str, int], type[_Model]] = {
     ("support_ticket.created", 1): SupportTicketCreated,
     ("referral.made", 1): ReferralMade,
     ("review.posted", 1): ReviewPosted,
+    ("journey.milestone", 1): JourneyMilestone,
+    ("journey.case_opened", 1): JourneyCaseOpened,
+    ("journey.fields_set", 1): JourneyFieldsSet,
     **{
         (f"email.{kind}", 1): MessageEngagement
         for kind in ("delivered", "opened", "clicked", "bounced", "unsubscribed")

@@ -60,6 +60,9 @@ class IntakeResult:
         return body
 
 
+RESERVED_PREFIX = "journey."
+
+
 class Storable(Protocol):
     """What the intake needs of an event: a parsed `Event`, or a bulk import's `ParsedEvent`."""
 
@@ -178,6 +181,18 @@ class EventIntake:
         assert item.outcome is not None
         return item.outcome
 
+    def store_in(
+        self, conn: Connection, batch: Sequence[Storable], *, source: str, actor: str
+    ) -> IntakeResult:
+        """Store `batch` in the caller's transaction (the journey runner's emit step), with the
+        same checks and idempotency as `accept`; raises IntakeRejected if refused."""
+        item = Submission(batch, source, actor)
+        self._store(conn, [item], self._cipher())
+        if isinstance(item.outcome, IntakeRejected):
+            raise item.outcome
+        assert item.outcome is not None
+        return item.outcome
+
     def store_group(
         self,
         items: Sequence[Submission],
@@ -185,6 +200,20 @@ class EventIntake:
         in_transaction: Callable[[Connection, IntakeResult], None] | None = None,
     ) -> None:
         """Store every submission that passes its checks, in one transaction; set each outcome."""
+        # journey.* events are telecrm's own (journey steps write them through store_in): a
+        # platform posting one would forge a journey's CRM task or milestone.
+        for item in items:
+            if any(e.type.startswith(RESERVED_PREFIX) for e in item.batch):
+                item.outcome = IntakeRejected(
+                    422,
+                    "reserved_event_type",
+                    "Reserved event type",
+                    "journey.* events are written by telecrm's journeys and are not accepted "
+                    "from outside",
+                )
+        items = [i for i in items if i.outcome is None]
+        if not items:
+            return
         # Keys first: opening the keyring may need its own transaction, and on SQLite a second
         # writer inside ours would wait for us forever.
         cipher = self._cipher()

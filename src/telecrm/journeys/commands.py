@@ -208,3 +208,23 @@ def print_stats(s: object) -> None:
         console.print(
             "exits: " + ", ".join(f"{k} {v}" for k, v in s.exits.most_common()), highlight=False
         )
+
+
+@journeys_app.command("run")
+@friendly_errors
+def run_command() -> None:
+    """One round by hand (what `telecrm serve` does every second): match new activity, start and
+    end journeys, fire due timers, plan their messages, deliver due webhook steps."""
+    rt = runtime()
+    parts = rt.journeys()
+    report = parts.runner.drain()
+    hooks = parts.webhooks.drain()
+    console.print(
+        f"{report.activity:,} activity read ({report.stale:,} too old to start anything); "
+        f"{report.entered:,} entered ({report.held_out:,} held out, {report.filtered:,} filtered "
+        f"out), {report.exited:,} exited, {report.converted:,} converted, {report.resumed:,} "
+        f"resumed; {report.fired:,} timers fired, {report.steps:,} steps, {report.sends:,} "
+        f"messages planned; webhooks: {hooks.delivered:,} delivered, {hooks.retried:,} retrying, "
+        f"{hooks.failed + hooks.gave_up:,} failed",
+        highlight=False,
+    )

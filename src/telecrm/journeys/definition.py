@@ -45,9 +45,6 @@ ACTIONS = (
     "emit_event",
     "webhook",
 )
-# Step kinds the format names that this runner does not execute yet (issue 6): refused at load,
-# so a journey never silently skips them.
-NOT_YET = ("crm_update", "crm_task", "crm_case", "emit_event", "webhook")
 
 
 class JourneyError(ValueError):
@@ -213,6 +210,42 @@ class Branch(_Model):
         return self.if_ if isinstance(self.if_, list) else [self.if_]
 
 
+class WebhookSpec(_Model):
+    """POST a signed (Standard Webhooks) JSON body with the named fields to `url`."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=500)]
+    secret_env: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,79}$")]
+    fields: list[str] = Field(default_factory=list)  # catalog fields; PHI needs baa: true
+    baa: bool = False  # the receiver is covered by a BAA with you
+
+
+class CaseSpec(_Model):
+    """A task (crm_task) or case (crm_case) for a care coordinator, through the sync outbox.
+    The subject is fixed text: it may not carry a patient's value (no `{...}` placeholders)."""
+
+    subject: Annotated[str, Field(min_length=1, max_length=120, pattern=r"^[^{}]+$")]
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    due_in: timedelta = timedelta(days=1)
+
+
+class UpdateSpec(_Model):
+    """Fixed values set on the patient's CRM record; a mapping sends them as `journey.<name>`."""
+
+    set: Annotated[
+        dict[
+            Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")],
+            Annotated[str, Field(max_length=64)] | int | float | bool,
+        ],
+        Field(min_length=1, max_length=20),
+    ]
+
+
+class EmitSpec(_Model):
+    """Emit a `journey.milestone` event other journeys can enter, exit or convert on."""
+
+    milestone: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,59}$")]
+
+
 class Arm(_Model):
     percent: Annotated[float, Field(gt=0, le=100)]
     next: StepId
@@ -227,11 +260,11 @@ class Step(_Model):
     send_email: str | None = None
     send_sms: str | None = None
     exit: str | None = None  # the exit reason
-    crm_update: dict[str, Any] | None = None
-    crm_task: dict[str, Any] | None = None
-    crm_case: dict[str, Any] | None = None
-    emit_event: dict[str, Any] | None = None
-    webhook: dict[str, Any] | None = None
+    crm_update: UpdateSpec | None = None
+    crm_task: CaseSpec | None = None
+    crm_case: CaseSpec | None = None
+    emit_event: EmitSpec | None = None
+    webhook: WebhookSpec | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -23,12 +23,18 @@ from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, upda
 
 from telecrm.domain.clock import Clock, from_micros, to_micros
 from telecrm.domain.consent import ConsentBook
+from telecrm.ingest.intake import EventIntake
 from telecrm.ingest.tables import events
 from telecrm.journeys.conditions import PatientView, all_hold, needs_profile
 from telecrm.journeys.definition import Journey
+from telecrm.journeys.effects import write_effects
 from telecrm.journeys.registry import JourneyRegistry
-from telecrm.journeys.steps import Context, Position, advance, bucket
-from telecrm.journeys.tables import journey_inbox, journey_instances, journey_steps
+from telecrm.journeys.steps import Context, Effect, Position, advance, bucket
+from telecrm.journeys.tables import (
+    journey_inbox,
+    journey_instances,
+    journey_steps,
+)
 from telecrm.messaging.planner import (
     MessagePlanner,
     PlanRequest,
@@ -153,6 +159,7 @@ class JourneyRunner:
         planner: MessagePlanner,
         *,
         max_entry_age_hours: float = 48.0,
+        intake: EventIntake | None = None,
     ) -> None:
         self._engine = engine
         self._cipher = cipher
@@ -161,6 +168,7 @@ class JourneyRunner:
         self.registry = registry
         self.planner = planner
         self.max_entry_age_us = int(max_entry_age_hours * 3_600_000_000)
+        self._intake = intake
 
     # -- the loop ----------------------------------------------------------------------------
     def run_once(self, limit: int = 1000) -> RunReport:
@@ -447,6 +455,7 @@ class JourneyRunner:
             )
             default_zone = self.planner.config.default_timezone
             requests: list[PlanRequest] = []
+            effects: list[tuple[Any, Effect]] = []
             history: list[dict[str, Any]] = []
             changes: list[dict[str, Any]] = []
             for r in rows:
@@ -483,6 +492,7 @@ class JourneyRunner:
                             "at_us": now_us,
                         }
                     )
+                effects.extend((r, e) for e in result.effects)
                 for send in result.sends:
                     requests.append(
                         PlanRequest(
@@ -511,6 +521,8 @@ class JourneyRunner:
             report.sends = len(requests)
             if requests:
                 self.planner.plan(conn, requests, cipher, index, now=now)
+            if effects:
+                write_effects(conn, self._intake, effects, now)
             conn.execute(
                 update(journey_instances)
                 .where(journey_instances.c.instance_id == bindparam("b_id"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from telecrm.domain.clock import from_micros, to_micros
 from telecrm.journeys.conditions import EventSeen, PatientView, all_hold
-from telecrm.journeys.definition import Journey, Step
+from telecrm.journeys.definition import CaseSpec, Journey, Step, WebhookSpec
 from telecrm.messaging.timezones import resolve
 
 MAX_STEPS_PER_TICK = 100  # validation forbids loops without waits; this is a second guard
@@ -48,10 +48,24 @@ class Send:
     dedupe_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """A non-message effect: a milestone event, or a webhook delivery, keyed for exactly-once."""
+
+    step: str
+    key: str
+    milestone: str | None = None
+    webhook: WebhookSpec | None = None
+    case: CaseSpec | None = None
+    case_kind: str | None = None  # task | case
+    update: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class Advance:
     history: list[tuple[str, str, str, str | None]] = field(default_factory=list)
     sends: list[Send] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -157,6 +171,28 @@ def _run(
             out.sends.append(Send(step.id, template, channel, key))
             log(step.id, "send", "planned", key)
             return j.following(step)
+    if step.emit_event is not None:
+        key = dedupe_key(pos.instance_id, step.id, pos.visits)
+        out.effects.append(Effect(step.id, key, milestone=step.emit_event.milestone))
+        log(step.id, "emit", step.emit_event.milestone)
+        return j.following(step)
+    if step.webhook is not None:
+        key = dedupe_key(pos.instance_id, step.id, pos.visits)
+        out.effects.append(Effect(step.id, key, webhook=step.webhook))
+        log(step.id, "webhook", "queued")
+        return j.following(step)
+    for kind in ("task", "case"):
+        spec = getattr(step, f"crm_{kind}")
+        if spec is not None:
+            key = dedupe_key(pos.instance_id, step.id, pos.visits)
+            out.effects.append(Effect(step.id, key, case=spec, case_kind=kind))
+            log(step.id, f"crm_{kind}", spec.priority)
+            return j.following(step)
+    if step.crm_update is not None:
+        key = dedupe_key(pos.instance_id, step.id, pos.visits)
+        out.effects.append(Effect(step.id, key, update=dict(step.crm_update.set)))
+        log(step.id, "crm_update", ",".join(sorted(step.crm_update.set))[:40])
+        return j.following(step)
     if step.exit is not None:
         log(step.id, "exit", step.exit)
         pos.state, pos.exit_reason, pos.finished_us = "exited", f"step:{step.exit}", now_us

@@ -86,3 +86,26 @@ journey_schedule_runs = Table(
     Column("journey", String(60), primary_key=True),
     Column("last_run_us", BigInteger, nullable=False),
 )
+
+# Webhook steps waiting to be delivered (an outbox: written with the step, sent after). The body
+# is built at delivery from the profile, so no value waits here; `fields` holds names only.
+journey_webhooks = Table(
+    "journey_webhooks",
+    metadata,
+    Column("webhook_id", String(40), primary_key=True),  # also the Standard Webhooks id
+    Column("instance_id", String(40), nullable=False),
+    Column("journey", String(60), nullable=False),
+    Column("step", String(60), nullable=False),
+    Column("patient_key", String(140), nullable=False),
+    Column("url", String(500), nullable=False),
+    Column("secret_env", String(80), nullable=False),
+    Column("fields", Text, nullable=False),  # JSON list of catalog field names
+    Column("status", String(12), nullable=False),  # pending | delivered | failed | gave_up
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("due_us", BigInteger, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("delivered_us", BigInteger),
+    Column("code", String(40)),  # the last HTTP status or error code, never a body
+    Column("lease_until_us", BigInteger, nullable=False, server_default="0"),
+    Index("ix_journey_webhooks_due", "status", "due_us"),
+)

@@ -14,7 +14,6 @@ from pathlib import Path
 from telecrm.domain.events import EVENT_TYPES
 from telecrm.domain.fields import FIELDS
 from telecrm.journeys.definition import (
-    NOT_YET,
     Condition,
     Journey,
     JourneyError,
@@ -25,6 +24,7 @@ from telecrm.journeys.definition import (
 from telecrm.sync.yaml_lines import Location, line_of
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
+WEBHOOK_EXTRAS = frozenset({"stage"})  # not catalog fields, never PHI
 
 
 class _Checker:
@@ -71,12 +71,6 @@ class _Checker:
         self.graph()
 
     def step(self, loc: Location, s: Step) -> None:
-        if s.action in NOT_YET:
-            self.fail(
-                (*loc, s.action),
-                f"{s.action} steps are part of the format but this version of telecrm does not "
-                "run them yet; remove the step",
-            )
         self.target((*loc, "next"), s.next)
         for channel in ("email", "sms"):
             template = getattr(s, f"send_{channel}")
@@ -90,6 +84,8 @@ class _Checker:
                 self.fail(
                     (*loc, f"send_{channel}"), f"unknown {channel} template {template!r}{hint}"
                 )
+        if s.webhook is not None:
+            self.webhook((*loc, "webhook"), s)
         if s.branch is not None:
             self.conditions((*loc, "branch", "if"), s.branch.conditions())
             self.target((*loc, "branch", "then"), s.branch.then)
@@ -107,6 +103,22 @@ class _Checker:
             self.event((*loc, "wait", "event"), wait.event)
             self.target((*loc, "wait", "on_event"), wait.on_event)
             self.target((*loc, "wait", "on_timeout"), wait.on_timeout)
+
+    def webhook(self, loc: Location, s: Step) -> None:
+        w = s.webhook
+        assert w is not None
+        local = w.url.startswith(("http://127.0.0.1", "http://localhost"))
+        if w.url.startswith("http://") and not local:
+            self.fail((*loc, "url"), "a webhook leaves over https (http only to 127.0.0.1)")
+        for i, name in enumerate(w.fields):
+            if name not in FIELDS and name not in WEBHOOK_EXTRAS:
+                self.fail((*loc, "fields", i), f"{name!r} is not in the field catalog")
+            if name in FIELDS and FIELDS[name].is_phi and not w.baa:
+                self.fail(
+                    (*loc, "fields", i),
+                    f"{name!r} is PHI: a webhook may carry it only to a receiver under a BAA "
+                    "(baa: true)",
+                )
 
     def graph(self) -> None:
         j = self.j

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from telecrm.journeys.registry import JourneyRegistry
 from telecrm.journeys.runner import JourneyRunner
+from telecrm.journeys.webhooks import JourneyWebhookSender
 
 if TYPE_CHECKING:
     from telecrm.bootstrap import Runtime
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 class Journeys:
     registry: JourneyRegistry
     runner: JourneyRunner
+    webhooks: JourneyWebhookSender
 
 
 def build_journeys(runtime: Runtime) -> Journeys:
@@ -32,5 +34,7 @@ def build_journeys(runtime: Runtime) -> Journeys:
         registry,
         messaging.planner,
         max_entry_age_hours=runtime.settings.message_max_age_hours,
+        intake=runtime.intake(),
     )
-    return Journeys(registry, runner)
+    webhooks = JourneyWebhookSender(runtime.engine, runtime.cipher, runtime.clock)
+    return Journeys(registry, runner, webhooks)
