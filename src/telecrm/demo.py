@@ -224,7 +224,9 @@ def demo_command(
         view = patient_view(conn, cipher, sample, actor="demo", reveal_reason=None, now_us=0)
         verified = verify_audit(conn)
     print_stages_and_funnels(s)
-    console.rule("the CRMs: HubSpot and Salesforce sandboxes, kept in sync")
+    console.rule(
+        "the CRMs: HubSpot, Salesforce, Pipedrive and Dynamics 365 sandboxes, kept in sync"
+    )
     from telecrm.sync.demo_sync import demo_crm_sync
 
     synced = demo_crm_sync(rt, console)

@@ -132,3 +132,39 @@ def test_validate_command_exits_non_zero_and_names_the_file(tmp_path: Path) -> N
     )
     assert result.exit_code == 1
     assert f"{bad}:5" in result.stdout.replace("\n", "")
+
+
+def test_an_unknown_segment_is_refused_with_its_line() -> None:
+    err = _refused("filters: [{segment: vips}]\nsteps:\n  - {id: a, exit: x}\n")
+    assert err.line == 4 and "no segment is called 'vips'" in str(err)
+
+
+def test_segments_expand_and_a_users_segment_replaces_the_builtin(tmp_path: Path) -> None:
+    (tmp_path / "segments.yaml").write_text(
+        "version: 1\nsegments:\n  marketable_email: [{field: total_order_value, at_least: 50}]\n"
+    )
+    builtin = {lj.name: lj for lj in load_all(None, TEMPLATES)}
+    edited = {lj.name: lj for lj in load_all(tmp_path, TEMPLATES)}
+    before = builtin["win_back"].journey.filters
+    after = edited["win_back"].journey.filters
+    assert [c.consent is not None for c in before] == [True]
+    assert [(c.field, c.at_least) for c in after] == [("total_order_value", 50)]
+    # What runs changed, so the version changes; a journey not using the segment keeps its own.
+    assert builtin["win_back"].digest != edited["win_back"].digest
+    assert builtin["subscription_renewal"].digest == edited["subscription_renewal"].digest
+
+
+def test_a_bad_segments_file_names_its_line(tmp_path: Path) -> None:
+    (tmp_path / "segments.yaml").write_text(
+        "version: 1\nsegments:\n  rich:\n    - {field: net_worth, at_least: 1}\n"
+    )
+    with pytest.raises(JourneyError) as caught:
+        load_all(tmp_path, TEMPLATES)
+    assert caught.value.line == 4 and "'net_worth' is not in the field catalog" in str(caught.value)
+
+
+def test_what_is_stored_as_a_version_reads_back_as_the_same_journey() -> None:
+    from telecrm.journeys.definition import parse_journey
+
+    for lj in load_all(None, TEMPLATES):
+        assert parse_journey(lj.body, lj.name)[0] == lj.journey

@@ -85,12 +85,19 @@ def validate_command(
     ),
 ) -> None:
     """Check journey files: shape, events, stages, templates, fields, reachability, loops."""
+    from telecrm.journeys.segments import load_segments
+
     templates = _templates()
+    try:
+        segments = load_segments(runtime().settings.journeys_dir)
+    except JourneyError as exc:
+        console.print(f"[red]✗[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
     problems = 0
     targets = files or [Path(lj.path) for lj in _loaded().values()]
     for path in targets:
         try:
-            lj = load_journey(path, templates)
+            lj = load_journey(path, templates, segments)
         except JourneyError as exc:
             problems += 1
             console.print(f"[red]✗[/] {exc}", highlight=False)

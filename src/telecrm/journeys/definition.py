@@ -72,7 +72,9 @@ Duration = Annotated[timedelta, Field()]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, ser_json_timedelta="float"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +106,7 @@ class Condition(_Model):
     exists: bool | None = None
     consent: ConsentCondition | None = None
     event_seen: str | None = None  # this event type arrived since the patient entered
+    segment: str | None = None  # a named condition list (segments.yaml), expanded at load
 
     @model_validator(mode="after")
     def _shape(self) -> Condition:
@@ -114,10 +117,13 @@ class Condition(_Model):
             raise ValueError(f"`field: {self.field}` needs equals, in, at_least or exists")
         if not any(
             v is not None
-            for v in (self.stage, self.not_stage, self.field, self.consent, self.event_seen)
-        ):
+            for v in (
+                self.stage, self.not_stage, self.field, self.consent, self.event_seen,
+                self.segment,
+            )
+        ):  # fmt: skip
             raise ValueError(
-                "an empty condition: give stage, not_stage, field, consent or event_seen"
+                "an empty condition: give stage, not_stage, field, consent, event_seen or segment"
             )
         return self
 
@@ -335,14 +341,17 @@ class Journey(_Model):
 
 
 class LoadedJourney:
-    """A validated journey with where it came from and a digest of its text (its version)."""
+    """A validated journey with where it came from and a digest of what runs (its version)."""
 
     def __init__(self, journey: Journey, path: str, text: str, lines: dict[Location, int]) -> None:
         self.journey = journey
         self.path = path
         self.text = text
         self.lines = lines
-        self.digest = hashlib.sha256(text.encode()).hexdigest()
+        # What runs, canonical: segments expanded, comments and layout gone. A version is a
+        # distinct body, so editing a segment starts a new version of every journey using it.
+        self.body = journey.model_dump_json(by_alias=True, exclude_none=True)
+        self.digest = hashlib.sha256(self.body.encode()).hexdigest()
 
     @property
     def name(self) -> str:

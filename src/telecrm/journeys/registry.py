@@ -80,7 +80,7 @@ class JourneyRegistry:
                                 "journey": name,
                                 "version": version,
                                 "digest": lj.digest,
-                                "body": lj.text,
+                                "body": lj.body,
                                 "registered_us": now_us,
                             }
                         ],

@@ -21,6 +21,12 @@ from telecrm.journeys.definition import (
     Step,
     read_journey,
 )
+from telecrm.journeys.segments import (
+    SEGMENTS_FILE,
+    Segments,
+    expand_segments,
+    load_segments,
+)
 from telecrm.sync.yaml_lines import Location, line_of
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
@@ -174,32 +180,51 @@ def successors(j: Journey, s: Step) -> list[str]:
     return [x for x in dict.fromkeys(out) if x is not None]
 
 
-def load_journey(path: Path, templates: set[tuple[str, str]]) -> LoadedJourney:
+def load_journey(
+    path: Path, templates: set[tuple[str, str]], segments: Segments | None = None
+) -> LoadedJourney:
     journey, lines, text = read_journey(path)
-    _Checker(journey, str(path), lines, templates).run()
-    return LoadedJourney(journey, str(path), text, lines)
+    return _checked(journey, str(path), lines, text, templates, segments)
 
 
-def check_text(text: str, path: str, templates: set[tuple[str, str]]) -> LoadedJourney:
+def check_text(
+    text: str, path: str, templates: set[tuple[str, str]], segments: Segments | None = None
+) -> LoadedJourney:
     from telecrm.journeys.definition import parse_journey
 
     journey, lines = parse_journey(text, path)
-    _Checker(journey, path, lines, templates).run()
-    return LoadedJourney(journey, path, text, lines)
+    return _checked(journey, path, lines, text, templates, segments)
+
+
+def _checked(
+    journey: Journey,
+    path: str,
+    lines: dict[Location, int],
+    text: str,
+    templates: set[tuple[str, str]],
+    segments: Segments | None,
+) -> LoadedJourney:
+    checker = _Checker(journey, path, lines, templates)
+    checker.run()
+    expanded = expand_segments(journey, segments or {}, checker.fail)
+    return LoadedJourney(expanded, path, text, lines)
 
 
 def journey_files(extra_dir: Path | None) -> list[Path]:
     """The built-ins, with files of the same name in `extra_dir` replacing them."""
-    files = {p.name: p for p in sorted(BUILTIN_DIR.glob("*.yaml"))}
+    files = {p.name: p for p in sorted(BUILTIN_DIR.glob("*.yaml")) if p.name != SEGMENTS_FILE}
     if extra_dir is not None:
         if not extra_dir.is_dir():
             raise JourneyError(str(extra_dir), None, "", "TELECRM_JOURNEYS_DIR is not a folder")
-        files.update({p.name: p for p in sorted(extra_dir.glob("*.yaml"))})
+        files.update(
+            {p.name: p for p in sorted(extra_dir.glob("*.yaml")) if p.name != SEGMENTS_FILE}
+        )
     return [files[name] for name in sorted(files)]
 
 
 def load_all(extra_dir: Path | None, templates: set[tuple[str, str]]) -> list[LoadedJourney]:
-    loaded = [load_journey(p, templates) for p in journey_files(extra_dir)]
+    segments = load_segments(extra_dir)
+    loaded = [load_journey(p, templates, segments) for p in journey_files(extra_dir)]
     names: dict[str, str] = {}
     for lj in loaded:
         if lj.name in names:
