@@ -394,28 +394,13 @@ class JourneyRunner:
         ]
         if not changed:
             return
-        conn.execute(
-            update(journey_instances)
-            .where(journey_instances.c.instance_id == bindparam("b_id"))
-            .values(
-                state=bindparam("b_state"),
-                step=bindparam("b_step"),
-                due_us=bindparam("b_due"),
-                waiting_for=bindparam("b_waiting"),
-                finished_us=bindparam("b_finished"),
-                exit_reason=bindparam("b_reason"),
-                converted_us=bindparam("b_converted"),
-            ),
+        update_instances(
+            conn,
             [
                 {
-                    "b_id": i["instance_id"],
-                    "b_state": i["state"],
-                    "b_step": i["step"],
-                    "b_due": i["due_us"],
-                    "b_waiting": i["waiting_for"],
-                    "b_finished": i["finished_us"],
-                    "b_reason": i["exit_reason"],
-                    "b_converted": i["converted_us"],
+                    "instance_id": i["instance_id"],
+                    **{c: i[c] for c in ("state", "step", "due_us", "waiting_for")},
+                    **{c: i[c] for c in ("finished_us", "exit_reason", "converted_us")},
                 }
                 for i in changed
             ],
@@ -508,14 +493,14 @@ class JourneyRunner:
                     )
                 changes.append(
                     {
-                        "b_id": pos.instance_id,
-                        "b_state": pos.state,
-                        "b_step": pos.step,
-                        "b_visits": pos.visits,
-                        "b_due": pos.due_us if pos.state == "active" else None,
-                        "b_waiting": pos.waiting_for,
-                        "b_finished": pos.finished_us,
-                        "b_reason": pos.exit_reason,
+                        "instance_id": pos.instance_id,
+                        "state": pos.state,
+                        "step": pos.step,
+                        "visits": pos.visits,
+                        "due_us": pos.due_us if pos.state == "active" else None,
+                        "waiting_for": pos.waiting_for,
+                        "finished_us": pos.finished_us,
+                        "exit_reason": pos.exit_reason,
                     }
                 )
             report.sends = len(requests)
@@ -523,23 +508,24 @@ class JourneyRunner:
                 self.planner.plan(conn, requests, cipher, index, now=now)
             if effects:
                 write_effects(conn, self._intake, effects, now)
-            conn.execute(
-                update(journey_instances)
-                .where(journey_instances.c.instance_id == bindparam("b_id"))
-                .values(
-                    state=bindparam("b_state"),
-                    step=bindparam("b_step"),
-                    visits=bindparam("b_visits"),
-                    due_us=bindparam("b_due"),
-                    waiting_for=bindparam("b_waiting"),
-                    finished_us=bindparam("b_finished"),
-                    exit_reason=bindparam("b_reason"),
-                ),
-                changes,
-            )
+            update_instances(conn, changes)
             if history:
                 conn.execute(journey_steps.insert(), history)
         return report
+
+
+def update_instances(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Write instances' changed columns by id in one executemany (each row: instance_id and the
+    same columns)."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "instance_id"]
+    conn.execute(
+        update(journey_instances)
+        .where(journey_instances.c.instance_id == bindparam("b_instance_id"))
+        .values({c: bindparam(f"b_{c}") for c in columns}),
+        [{f"b_{k}": v for k, v in r.items()} for r in rows],
+    )
 
 
 def _needs_context(j: Journey) -> bool:
