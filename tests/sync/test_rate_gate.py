@@ -91,3 +91,27 @@ def test_a_full_hubspot_window_reported_by_the_crm_pauses_a_tenth_of_the_window(
     start = clock.now()
     g.wait_turn()
     assert timedelta(seconds=1) <= clock.now() - start < timedelta(seconds=2)
+
+
+def test_pipedrive_window_headers_pause_until_the_reset(engine: Engine, clock: FrozenClock) -> None:
+    g = gate(engine, clock, Limits(requests=100, per_seconds=2.0, burst=5))
+    g.wait_turn()
+    g.observe(200, {"x-ratelimit-remaining": "3", "x-ratelimit-reset": "2"})
+    start = clock.now()
+    g.wait_turn()
+    assert clock.now() - start < timedelta(seconds=1)  # budget left: no pause
+    g.observe(200, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"})
+    start = clock.now()
+    g.wait_turn()
+    assert timedelta(seconds=2) <= clock.now() - start < timedelta(seconds=3)
+
+
+def test_pipedrive_daily_write_budget_spent_pauses_until_utc_midnight(
+    engine: Engine, clock: FrozenClock
+) -> None:
+    g = gate(engine, clock, Limits(requests=100, per_seconds=2.0, burst=5))
+    g.wait_turn()
+    g.observe(201, {"x-daily-requests-left": "0"})
+    g.wait_turn()
+    now = clock.now()
+    assert (now.hour, now.minute) == (0, 0) and now.second < 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import Engine, select, update
 
@@ -113,6 +113,15 @@ class DbCallGate:
             # other app of the account filled it. A tenth of the window lets theirs age out
             # without idling a whole window; a 429 still pauses for the whole window.
             self.back_off(self._limits.per_seconds / 10)
+        # Pipedrive: the window's x-ratelimit-remaining / -reset (seconds left in the window), and
+        # the api_token writes' x-daily-requests-left, counted per UTC day (crm-apis.md §3.3).
+        left, reset = headers.get("x-ratelimit-remaining"), headers.get("x-ratelimit-reset")
+        if left == "0" and reset is not None and reset.replace(".", "", 1).isdigit():
+            self.back_off(float(reset))
+        if headers.get("x-daily-requests-left") == "0":
+            now = self._clock.now().astimezone(UTC)
+            midnight = datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+            self.back_off((midnight - now).total_seconds(), daily=True)
 
     def back_off(self, seconds: float, *, daily: bool = False) -> None:
         pause_account(self._engine, self.account, to_micros(self._clock.now()) + int(seconds * 1e6))
