@@ -99,3 +99,35 @@ def test_editing_a_journey_keeps_patients_inside_on_their_version(
     tick(rt2, clock, days=1, hours=1)
     sent = {(m.patient_key, m.template) for m in journey_messages(rt2, "probe_offer")}
     assert sent == {("early", "win_back"), ("late", "upsell_offer")}
+
+
+SCHEDULED = """version: 1
+name: probe_weekly
+entry: {schedule: {every: 7d}}
+filters: [{stage: [lead]}]
+re_entry: always
+steps:
+  - {id: note, exit: seen}
+"""
+
+
+def test_a_scheduled_journey_enters_each_matching_patient_once_per_period(
+    runtime: Runtime, clock: FrozenClock, tmp_path: Path
+) -> None:
+    clock.set(DAYTIME)
+    folder = tmp_path / "journeys"
+    folder.mkdir()
+    (folder / "probe_weekly.yaml").write_text(SCHEDULED)
+    rt = bootstrap(
+        runtime.settings.model_copy(update={"journeys_dir": folder}),
+        clock=clock,
+        engine=runtime.engine,
+        migrate=False,
+    )
+    _feed(rt, [consenting(f"lead_{i}", DAYTIME) for i in range(3)])
+    first = tick(rt, clock)
+    assert first.entered == 3  # every registered patient is a lead; none was entered before
+    assert tick(rt, clock, hours=1).entered == 0  # the same period: nobody twice
+    assert tick(rt, clock, days=7).entered == 3  # the next period, once more each
+    runs = {(i.patient_key, i.entry_key) for i in instances(rt, "probe_weekly")}
+    assert len(runs) == 6 and all(key.startswith("schedule:") for _, key in runs)
