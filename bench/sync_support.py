@@ -239,7 +239,9 @@ def provision(rt: Runtime, mapping: Mapping, url: str) -> None:
             mapping, rt.engine, rt.clock, time.sleep, client=client,
             env=env_for(mapping, url), gated=False,
         )  # fmt: skip
-        steps = connector.provision([c.to_custom_property() for c in mapping.custom_properties])  # type: ignore[attr-defined]
+        properties = [c.to_custom_property() for c in mapping.custom_properties]
+        tables = [t.to_custom_table() for t in mapping.custom_tables]  # Dataverse's own tables
+        steps = connector.provision(properties, **({"tables": tables} if tables else {}))  # type: ignore[attr-defined]
     bad = [s for s in steps if s.action not in ("created", "exists")]
     if bad:
         raise RuntimeError(f"provisioning failed: {bad}")

@@ -8,6 +8,7 @@ from telecrm import __version__
 from telecrm.cli_support import console, friendly_errors, runtime
 from telecrm.demo import demo_command
 from telecrm.ingest.commands import import_command, pull_command
+from telecrm.analytics.commands import analytics_app
 from telecrm.journeys.commands import journeys_app
 from telecrm.messaging.commands import consent_app, messages_app
 from telecrm.messaging.template_commands import templates_app
@@ -41,6 +42,7 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(messages_app, name="messages")
 app.add_typer(consent_app, name="consent")
 app.add_typer(journeys_app, name="journeys")
+app.add_typer(analytics_app, name="analytics")
 app.add_typer(sandbox_app, name="sandbox")
 app.command("demo")(demo_command)
 app.command("import")(import_command)
