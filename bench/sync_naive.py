@@ -98,7 +98,7 @@ def _shape(shaper: Any, mapping: Mapping, d: Any, pause: float) -> dict[str, Any
 def naive_dynamics(url: str, mapping: Mapping, records: list[Any], pause: float) -> None:
     """One `PATCH /api/data/v9.2/{set}({id column}='key')` upsert per record (no `$batch`), after
     one client-credentials token request to the sandbox's Entra endpoint."""
-    from telecrm.connectors.dynamics import DynamicsConnector, odata_key
+    from telecrm.connectors.dynamics import LOOKUP_TARGETS, odata_key
 
     tenant = DYNAMICS_ENV["TELECRM_DYNAMICS_TENANT_ID"]
     form = {
@@ -106,6 +106,10 @@ def naive_dynamics(url: str, mapping: Mapping, records: list[Any], pause: float)
         "client_id": DYNAMICS_ENV["TELECRM_DYNAMICS_CLIENT_ID"],
         "client_secret": DYNAMICS_ENV["TELECRM_DYNAMICS_CLIENT_SECRET"],
         "scope": f"{mapping.connection['org_url']}/.default",
+    }
+    lookups = {
+        **LOOKUP_TARGETS,
+        **{t.contact_lookup: "contacts" for t in mapping.custom_tables},
     }
     with httpx.Client(base_url=url, timeout=30) as client:
         token = client.post(f"/{tenant}/oauth2/v2.0/token", data=form).json()["access_token"]
@@ -120,7 +124,14 @@ def naive_dynamics(url: str, mapping: Mapping, records: list[Any], pause: float)
         for d in records:
             o = mapping.object(d.object)
             path = f"/api/data/v9.2/{o.crm_object}({odata_key(o.id_property, d.key)})"
-            body = DynamicsConnector._payload(d.properties)  # lookups as nav@odata.bind
+            body = {  # lookups as nav@odata.bind, as the connector writes them
+                (f"{k}@odata.bind" if isinstance(v, dict) else k): (
+                    f"/{lookups[k]}({odata_key(*next(iter(v.items())))})"
+                    if isinstance(v, dict)
+                    else v
+                )
+                for k, v in d.properties.items()
+            }
             _retry_429(partial(client.patch, path, json=body), pause)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import typer
 
 from telecrm import __version__
+from telecrm.analytics.commands import analytics_app
 from telecrm.cli_support import console, friendly_errors, runtime
 from telecrm.demo import demo_command
 from telecrm.ingest.commands import import_command, pull_command
-from telecrm.analytics.commands import analytics_app
 from telecrm.journeys.commands import journeys_app
 from telecrm.messaging.commands import consent_app, messages_app
 from telecrm.messaging.template_commands import templates_app

@@ -1,0 +1,198 @@
+"""The purchase and activity history the value and churn models read, as numpy columns.
+
+One row per event that matters to them (orders, subscription changes, payment failures,
+support tickets, sessions and message engagement), built in one pass from simulator / wire
+events, domain events, or the store's event log (one query, payloads decrypted only for the
+types whose amounts or subscription ids are needed). Times are days since the Unix epoch (UTC).
+No names, contact details or clinical values are kept: a patient is an index into `keys`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Engine, select
+
+from telecrm.domain.events import Event
+from telecrm.ingest.tables import events
+from telecrm.security.envelope import FieldCipher
+
+DAY_US = 86_400_000_000
+
+# Event kinds, as small integer codes.
+ORDER = 0  # one-off order.paid
+RENEWAL_PAYMENT = 1  # recurring order.paid (a subscription's period)
+SUB_STARTED = 2
+SUB_RENEWED = 3
+SUB_CANCELLED = 4
+PAYMENT_FAILED = 5
+TICKET = 6
+SESSION = 7
+ENGAGED = 8  # email opened / clicked, SMS reply
+OTHER_ACTIVITY = 9  # registration, questionnaire, consultation, profile update, referral, review
+
+_KIND_OF_TYPE = {
+    "subscription.started": SUB_STARTED,
+    "subscription.renewed": SUB_RENEWED,
+    "subscription.cancelled": SUB_CANCELLED,
+    "payment.failed": PAYMENT_FAILED,
+    "support_ticket.created": TICKET,
+    "session.tracked": SESSION,
+    "email.opened": ENGAGED,
+    "email.clicked": ENGAGED,
+    "sms.replied": ENGAGED,
+    "patient.registered": OTHER_ACTIVITY,
+    "patient.updated": OTHER_ACTIVITY,
+    "questionnaire.started": OTHER_ACTIVITY,
+    "consultation.submitted": OTHER_ACTIVITY,
+    "referral.made": OTHER_ACTIVITY,
+    "review.posted": OTHER_ACTIVITY,
+}
+READ_TYPES = ("order.paid", *_KIND_OF_TYPE)
+# Only these need their (encrypted) payload: amounts, subscription ids, cancellation ends.
+PAYLOAD_TYPES = frozenset(
+    {"order.paid", "subscription.started", "subscription.renewed", "subscription.cancelled"}
+)
+
+
+def to_days(at: datetime) -> float:
+    """Days since the Unix epoch, the time axis of every array here."""
+    return at.astimezone(UTC).timestamp() / 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventArrays:
+    """Columns sorted by (patient, time). `sub` indexes `subscriptions`, -1 when none."""
+
+    keys: np.ndarray  # patient key per patient index (object array of str)
+    patient: np.ndarray  # int64 patient index per row
+    kind: np.ndarray  # int8 kind code
+    t: np.ndarray  # float64 days
+    amount: np.ndarray  # float64, NaN when the event has none
+    ends: np.ndarray  # float64 days: a cancellation's end of paid service, else NaN
+    sub: np.ndarray  # int64 subscription index
+    subscriptions: np.ndarray  # subscription id per index (object array)
+
+    @property
+    def patients(self) -> int:
+        return len(self.keys)
+
+    def before(self, cutoff: float) -> EventArrays:
+        """Only what had happened strictly before `cutoff` (days)."""
+        keep = self.t < cutoff
+        return EventArrays(
+            self.keys,
+            self.patient[keep],
+            self.kind[keep],
+            self.t[keep],
+            self.amount[keep],
+            self.ends[keep],
+            self.sub[keep],
+            self.subscriptions,
+        )
+
+
+def build(rows: Iterable[tuple[str, str, float, dict[str, Any] | None]]) -> EventArrays:
+    """From (type, patient key, time in days, data) tuples; other event types are skipped."""
+    key_index: dict[str, int] = {}
+    sub_index: dict[str, int] = {}
+    patient: list[int] = []
+    kind: list[int] = []
+    t: list[float] = []
+    amount: list[float] = []
+    ends: list[float] = []
+    sub: list[int] = []
+    nan = float("nan")
+    for type_, key, at, data in rows:
+        if type_ == "order.paid":
+            code = RENEWAL_PAYMENT if data and data.get("recurring") else ORDER
+        else:
+            found = _KIND_OF_TYPE.get(type_)
+            if found is None:
+                continue
+            code = found
+        data = (data or {}) if type_ in PAYLOAD_TYPES else {}
+        patient.append(key_index.setdefault(key, len(key_index)))
+        kind.append(code)
+        t.append(at)
+        value = data.get("amount")
+        amount.append(float(value) if isinstance(value, int | float) else nan)
+        ends_at = data.get("ends_at")
+        ends.append(_days_of(ends_at) if ends_at is not None else nan)
+        sub_id = data.get("subscription_id") if code != ORDER else None
+        sub.append(sub_index.setdefault(sub_id, len(sub_index)) if sub_id else -1)
+    p = np.asarray(patient, dtype=np.int64)
+    times = np.asarray(t, dtype=np.float64)
+    order = np.lexsort((times, p))
+    return EventArrays(
+        keys=np.asarray(list(key_index), dtype=object),
+        patient=p[order],
+        kind=np.asarray(kind, dtype=np.int8)[order],
+        t=times[order],
+        amount=np.asarray(amount, dtype=np.float64)[order],
+        ends=np.asarray(ends, dtype=np.float64)[order],
+        sub=np.asarray(sub, dtype=np.int64)[order],
+        subscriptions=np.asarray(list(sub_index), dtype=object),
+    )
+
+
+def _days_of(value: Any) -> float:
+    if isinstance(value, datetime):
+        return to_days(value)
+    return to_days(datetime.fromisoformat(str(value)))
+
+
+def from_wire(raw: Iterable[dict[str, Any]]) -> EventArrays:
+    """From wire-format events (the simulator's output, a JSONL import file)."""
+
+    def rows() -> Iterator[tuple[str, str, float, dict[str, Any] | None]]:
+        for e in raw:
+            key = e["patient"].get("id")
+            if key is not None:
+                yield e["type"], key, _days_of(e["occurred_at"]), e.get("data")
+
+    return build(rows())
+
+
+def from_events(stream: Iterable[Event]) -> EventArrays:
+    """From validated domain events."""
+
+    def rows() -> Iterator[tuple[str, str, float, dict[str, Any] | None]]:
+        for e in stream:
+            if e.patient_id is not None:
+                data = e.data.model_dump(mode="json") if e.type in PAYLOAD_TYPES else None
+                yield e.type, e.patient_id, to_days(e.occurred_at), data
+
+    return build(rows())
+
+
+def from_store(engine: Engine, cipher: FieldCipher, *, batch: int = 20_000) -> EventArrays:
+    """The whole event log in one streamed query (no per-patient SQL)."""
+    query = (
+        select(
+            events.c.type,
+            events.c.patient_key,
+            events.c.occurred_us,
+            events.c.event_id,
+            events.c.payload,
+        )
+        .where(events.c.type.in_(READ_TYPES))
+        .where(events.c.patient_id.is_not(None))
+    )
+
+    def rows() -> Iterator[tuple[str, str, float, dict[str, Any] | None]]:
+        with engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+            for row in result:
+                data = None
+                if row.type in PAYLOAD_TYPES:
+                    clear = cipher.decrypt(row.payload, record_id=row.event_id, field="data")
+                    data = orjson.loads(clear)
+                yield row.type, row.patient_key, row.occurred_us / DAY_US, data
+
+    return build(rows())

@@ -1,0 +1,169 @@
+"""Scores for a batch of patients from the store: lead score, engagement score and PDC.
+
+`score_patients` reads a batch's profiles, event types and times, and fills in a few queries
+(no query per patient), decrypts only the sealed fields the fit rules name and the
+prescriptions, audits both reads, and scores the batch with the vectorised functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, bindparam, select
+
+from telecrm.analytics.adherence import MeasurementPeriod, Pdc, day_number, pdc_table
+from telecrm.analytics.engagement import DELIVERED, engagement_scores
+from telecrm.analytics.event_table import EventTable
+from telecrm.analytics.fills import IN_CHUNK, fills_for
+from telecrm.analytics.lead_score import LeadScore, lead_points
+from telecrm.analytics.scoring_config import ScoringConfig
+from telecrm.domain.clock import to_micros
+from telecrm.ingest.tables import events
+from telecrm.profiles.tables import profiles
+from telecrm.security.audit import AuditEntry, append_audit
+from telecrm.security.envelope import FieldCipher
+
+ENGAGEMENT_EVENTS = (
+    "session.tracked",
+    "email.opened",
+    "email.clicked",
+    "sms.replied",
+    "consultation.submitted",
+    *DELIVERED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientScores:
+    patient_key: str
+    lead: LeadScore
+    engagement: float
+    engagement_parts: dict[str, float | None]
+    adherence: tuple[Pdc, ...]  # "medication 1", "medication 2"... in this order; names are PHI
+
+    @property
+    def mean_pdc(self) -> float | None:
+        measured = [p.pdc for p in self.adherence if p.pdc is not None]
+        return sum(measured) / len(measured) if measured else None
+
+    def crm_fields(self) -> dict[str, float | None]:
+        """What a CRM may show: numbers only, rounded, never NaN."""
+        pdc = self.mean_pdc
+        return {
+            "lead_score": round(self.lead.score, 1),
+            "engagement_score": round(self.engagement, 1),
+            "adherence_pdc": None if pdc is None else round(pdc, 3),
+        }
+
+
+def _profile_values(
+    conn: Connection, cipher: FieldCipher, keys: Sequence[str], sealed_wanted: frozenset[str]
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    query = select(profiles.c.patient_key, profiles.c.attributes, profiles.c.sealed).where(
+        profiles.c.patient_key.in_(bindparam("keys", expanding=True))
+    )
+    out: dict[str, dict[str, Any]] = {}
+    read: set[str] = set()
+    for start in range(0, len(keys), IN_CHUNK):
+        for row in conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])}):
+            values = dict(orjson.loads(row.attributes).get("values", {}))
+            sealed = orjson.loads(row.sealed)
+            for name in sealed_wanted & sealed.keys():
+                values[name] = cipher.decrypt_json(
+                    sealed[name], record_id=row.patient_key, field=name
+                )
+                read.add(name)
+            out[row.patient_key] = values
+    return out, read
+
+
+def _event_table(
+    conn: Connection, keys: Sequence[str], types: Sequence[str], now: datetime
+) -> EventTable:
+    position = {k: i for i, k in enumerate(keys)}
+    query = (
+        select(events.c.patient_key, events.c.type, events.c.occurred_us)
+        .where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
+        .where(events.c.type.in_(sorted(set(types))))
+    )
+    rows: list[tuple[int, str, int]] = []
+    for start in range(0, len(keys), IN_CHUNK):
+        result = conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])})
+        rows.extend((position[k], t, us) for k, t, us in result)
+    return EventTable.from_rows(len(keys), rows)
+
+
+def score_patients(
+    conn: Connection,
+    cipher: FieldCipher,
+    patient_keys: Sequence[str],
+    now: datetime,
+    config: ScoringConfig,
+    *,
+    actor: str,
+    purpose: str = "analytics scores",
+    period: MeasurementPeriod | None = None,
+) -> list[PatientScores]:
+    """Scores of the patients in `patient_keys` (unknown keys score as empty profiles)."""
+    keys = list(dict.fromkeys(patient_keys))
+    period = period or MeasurementPeriod.trailing(now.date())
+    lead = config.lead
+    values, sealed_read = _profile_values(conn, cipher, keys, lead.profile_fields())
+    profile_list = [values.get(k, {}) for k in keys]
+    columns = {name: [v.get(name) for v in profile_list] for name in lead.profile_fields()}
+    types = [r.event for r in lead.behaviour] + list(ENGAGEMENT_EVENTS)
+    table = _event_table(conn, keys, types, now)
+    fills = fills_for(conn, cipher, keys)
+    append_audit(
+        conn,
+        [
+            AuditEntry(actor, "read", "profile", keys, sorted(sealed_read), purpose),
+            AuditEntry(actor, "read", "prescription", keys, ["medication", "days_supply"], purpose),
+        ]
+        if keys
+        else [],
+        at_us=to_micros(now),
+    )
+    # Adherence: one group per (patient, medication), medications in order of first fill.
+    groups: list[tuple[int, str]] = []
+    group_of: dict[tuple[int, str], int] = {}
+    g_col, d_col, s_col = [], [], []
+    for i, key in enumerate(keys):
+        for f in sorted(fills.get(key, []), key=lambda f: f.filled_on):
+            g = group_of.setdefault((i, f.medication), len(groups))
+            if g == len(groups):
+                groups.append((i, f.medication))
+            g_col.append(g)
+            d_col.append(day_number(f.filled_on))
+            s_col.append(f.days_supply)
+    pdcs = pdc_table(
+        len(groups),
+        np.array(g_col, dtype=np.int64),
+        np.array(d_col, dtype=np.int64),
+        np.array(s_col, dtype=np.int64),
+        period,
+    )
+    per_patient: list[list[Pdc]] = [[] for _ in keys]
+    for g, (i, medication) in enumerate(groups):
+        per_patient[i].append(pdcs.result(g, medication))
+    means = [_mean_pdc(results) for results in per_patient]
+    points = lead_points(lead, columns, table, now)
+    features = [len(v.get("features_used") or []) for v in profile_list]
+    engagement = engagement_scores(
+        config.engagement, table, now, features_used=features, adherence=means
+    )
+    out = []
+    for i, key in enumerate(keys):
+        score, parts = engagement.for_patient(i)
+        out.append(PatientScores(key, points.for_patient(i), score, parts, tuple(per_patient[i])))
+    return out
+
+
+def _mean_pdc(results: Sequence[Pdc]) -> float:
+    measured = [p.pdc for p in results if p.pdc is not None]
+    return sum(measured) / len(measured) if measured else float("nan")
