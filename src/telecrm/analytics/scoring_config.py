@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from telecrm.domain.events import EVENT_TYPES
 from telecrm.domain.fields import FIELDS
-from telecrm.sync.yaml_lines import YamlSyntaxError, line_of, load_with_lines
+from telecrm.sync.yaml_lines import line_of, read_yaml_mapping
 
 BUILTIN = Path(__file__).parent / "config" / "scoring.yaml"
 DERIVED_FIELDS = frozenset({"age"})  # years at scoring time, from date_of_birth
@@ -135,18 +135,7 @@ class ScoringConfig(_Model):
 def load_scoring_config(path: str | Path | None = None) -> ScoringConfig:
     p = Path(path) if path else BUILTIN
     shown = "<built-in>/scoring.yaml" if p == BUILTIN else str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScoringConfigError(
-            shown, None, "", f"cannot read the file ({exc.strerror})"
-        ) from None
-    try:
-        raw, lines = load_with_lines(text)
-    except YamlSyntaxError as exc:
-        raise ScoringConfigError(shown, exc.line, "", f"not valid YAML: {exc.problem}") from None
-    if not isinstance(raw, dict):
-        raise ScoringConfigError(shown, 1, "", "expected a mapping (version, lead, engagement)")
+    raw, lines = read_yaml_mapping(p, shown, ScoringConfigError, "version, lead, engagement")
     try:
         return ScoringConfig.model_validate({**raw, "path": shown})
     except ValidationError as exc:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from telecrm.domain.events import TRIGGERS
-from telecrm.sync.yaml_lines import YamlSyntaxError, line_of, load_with_lines
+from telecrm.sync.yaml_lines import line_of, read_yaml_mapping
 
 BUILTIN = Path(__file__).parent / "config" / "messaging.yaml"
 Channel = Literal["email", "sms"]
@@ -115,18 +115,7 @@ class MessagingConfig(_Model):
 def load_messaging_config(path: str | Path | None = None) -> MessagingConfig:
     p = Path(path) if path else BUILTIN
     shown = "<built-in>/messaging.yaml" if p == BUILTIN else str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MessagingConfigError(
-            shown, None, "", f"cannot read the file ({exc.strerror})"
-        ) from None
-    try:
-        raw, lines = load_with_lines(text)
-    except YamlSyntaxError as exc:
-        raise MessagingConfigError(shown, exc.line, "", f"not valid YAML: {exc.problem}") from None
-    if not isinstance(raw, dict):
-        raise MessagingConfigError(shown, 1, "", "expected a mapping (version, triggers, ...)")
+    raw, lines = read_yaml_mapping(p, shown, MessagingConfigError, "version, triggers, ...")
     triggers = raw.get("triggers")
     if isinstance(triggers, dict):
         for name in triggers:

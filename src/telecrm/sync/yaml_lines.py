@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -42,6 +44,24 @@ def _convert(node: yaml.Node, loc: Location, lines: dict[Location, int]) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*loc, i), lines) for i, item in enumerate(node.value)]
     return yaml.safe_load(yaml.serialize(node))
+
+
+def read_yaml_mapping(
+    path: Path, shown: str, error: Callable[[str, int | None, str, str], Exception], expected: str
+) -> tuple[dict[Any, Any], dict[Location, int]]:
+    """A config file's top-level mapping and its lines; `error(path, line, field, problem)` for a
+    file that cannot be read, is not YAML, or is not a mapping (`expected` names its keys)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(shown, None, "", f"cannot read the file ({exc.strerror})") from None
+    try:
+        raw, lines = load_with_lines(text)
+    except YamlSyntaxError as exc:
+        raise error(shown, exc.line, "", f"not valid YAML: {exc.problem}") from None
+    if not isinstance(raw, dict):
+        raise error(shown, 1, "", f"expected a mapping ({expected})")
+    return raw, lines
 
 
 def line_of(lines: dict[Location, int], loc: Location) -> int | None:
