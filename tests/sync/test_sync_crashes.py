@@ -6,12 +6,12 @@ SIGKILL gives it no chance to clean up. Its leases expire and the next worker fi
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 
 from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
-from telecrm.sandbox.faults import Faults
 from telecrm.sync.tables import sync_dirty
 from tests.support.builders import MASTER_KEY, customer_journey, registration
 from tests.support.live_server import live_server
@@ -35,8 +34,36 @@ def population(now: datetime) -> list[dict]:
     return events
 
 
-def upserts(sandbox, obj: str) -> int:
-    return sum(n for k, n in sandbox.stats.requests.items() if f"/{obj}/batch/upsert" in k)
+class HoldAfter:
+    """An ASGI wrapper that lets the first `allowed` contact batches through, then holds the rest.
+
+    A held request waits until `release()`, then gets a 503 without reaching the CRM: the worker is
+    parked on a request the CRM never saw, so the kill lands mid-backfill however busy the machine.
+    """
+
+    def __init__(self, app, allowed: int) -> None:
+        self.app, self.allowed = app, allowed
+        self.seen = 0
+        self.held = threading.Semaphore(0)
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/contacts/batch/upsert"):
+            with self._lock:
+                self.seen += 1
+                hold = self.seen > self.allowed
+            if hold:
+                self.held.release()
+                while not self._released.is_set():
+                    await asyncio.sleep(0.01)
+                await send({"type": "http.response.start", "status": 503, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
+
+    def release(self) -> None:
+        self._released.set()
 
 
 @pytest.mark.slow
@@ -47,9 +74,8 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
     hub = hubspot_harness(runtime, clock)
     hub.provision()
     hub.feed(population(clock.now()))
-    # A slow CRM: batches take a while, so the kill lands mid-backfill even on a busy machine.
-    hub.sandbox.faults.set(Faults(latency_seconds=0.8))
-    with live_server(hub.sandbox.app) as url:
+    gate = HoldAfter(hub.sandbox.app, allowed=2)
+    with live_server(gate) as url:
         env = {
             **os.environ,
             "TELECRM_DATABASE_URL": runtime.engine.url.render_as_string(hide_password=False),
@@ -66,19 +92,16 @@ def test_a_worker_killed_mid_batch_loses_and_duplicates_nothing(
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 60
-            while upserts(hub.sandbox, "contacts") < 2:  # waiting on another process, not a timer
-                assert proc.poll() is None, "the worker finished before it could be killed"
-                assert time.monotonic() < deadline, "the worker never reached the CRM"
-                time.sleep(0.05)
+            # Waiting on another process, not a timer: two batches written, the third parked.
+            assert gate.held.acquire(timeout=60), "the worker never reached its third batch"
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:
+            gate.release()
             if proc.poll() is None:
                 proc.kill()
     written_before = len(hub.sandbox.records("contacts"))
     assert 0 < written_before < PATIENTS  # killed in the middle, with some records in the CRM
-    hub.sandbox.faults.set(Faults())
     assert hub.sync().patients == 0  # the dead worker's leases still hold
     clock.advance(timedelta(seconds=90))  # ...until they expire (30 s after the claim)
     hub.sync()
