@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from telecrm.analytics.scoring_config import ScoringConfigError
 from telecrm.bootstrap import Runtime, bootstrap
 from telecrm.domain.clock import to_micros
 from telecrm.ingest.bulk_import import ImportFileError
@@ -38,6 +39,7 @@ KNOWN_FAILURES = (
     DestinationNotConfigured,
     SyncHalted,
     MessagingConfigError,
+    ScoringConfigError,
     TemplateError,
 )
 

@@ -224,6 +224,10 @@ def demo_command(
         view = patient_view(conn, cipher, sample, actor="demo", reveal_reason=None, now_us=0)
         verified = verify_audit(conn)
     print_stages_and_funnels(s)
+    console.rule("analytics: lead, engagement, churn risk, lifetime value, adherence, forecast")
+    from telecrm.analytics.demo_analytics import demo_analytics
+
+    scored = demo_analytics(rt, console, db_dir / "charts", config.end)
     console.rule(
         "the CRMs: HubSpot, Salesforce, Pipedrive and Dynamics 365 sandboxes, kept in sync"
     )
@@ -286,10 +290,15 @@ def demo_command(
             ".venv/bin/telecrm messages stats\n"
             ".venv/bin/telecrm messages list --status suppressed\n"
             ".venv/bin/telecrm consent show live_00001\n"
-            ".venv/bin/telecrm templates list",
+            ".venv/bin/telecrm templates list\n"
+            ".venv/bin/telecrm analytics scores --patient pat_000001\n"
+            ".venv/bin/telecrm analytics funnels --by channel\n"
+            ".venv/bin/telecrm analytics churn",
             title="look around",
         )
     )
+    if not scored["patients"] or scored["written"] != scored["patients"]:
+        raise fail("analytics run did not score every patient")
     if not synced:
         raise fail("a CRM does not hold what telecrm says it should (see the agreement column)")
     if not phi_clean:

@@ -54,6 +54,7 @@ MINIMAL_DATA: dict[tuple[str, int], dict[str, Any]] = {
         "subject": "Call the patient about their refill",
     },
     ("journey.fields_set", 1): {"journey": "lead_nurturing", "fields": {"nurture_status": "ok"}},
+    ("analytics.scored", 1): {"lead_score": 42.5, "engagement_score": 61.0, "model": "scores-v1"},
     **{
         (f"email.{kind}", 1): _MESSAGE
         for kind in ("delivered", "opened", "clicked", "bounced", "unsubscribed")

@@ -66,13 +66,19 @@ def registration(**data: object) -> dict:
 # -- the catalog of event types ---------------------------------------------------------------
 
 
-# telecrm's own: what journey steps write (issue 6); the intake refuses them from outside.
+# telecrm's own: what journey steps (issue 6) and analytics runs (issue 7) write; the intake
+# refuses them from outside.
 JOURNEY_EVENTS = {"journey.milestone", "journey.case_opened", "journey.fields_set"}
+ANALYTICS_EVENTS = {"analytics.scored"}
 
 
 def test_event_types_are_exactly_the_design_catalog():
     assert EVENT_TYPES == (
-        DESIGN_TRIGGERS | DESIGN_LIFECYCLE_EVENTS | DESIGN_ENGAGEMENT_EVENTS | JOURNEY_EVENTS
+        DESIGN_TRIGGERS
+        | DESIGN_LIFECYCLE_EVENTS
+        | DESIGN_ENGAGEMENT_EVENTS
+        | JOURNEY_EVENTS
+        | ANALYTICS_EVENTS
     )
 
 

@@ -187,19 +187,27 @@ def test_a_phi_field_in_a_webhook_needs_a_baa() -> None:
         check_text(EMITTER.replace("https://care", "http://care"), "probe.yaml", templates)
 
 
-def test_a_platform_cannot_post_a_journey_event(api, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+FORGED = {
+    "journey.case_opened": {"journey": "x", "case_id": "c1", "kind": "case", "subject": "forged"},
+    "analytics.scored": {"lead_score": 99, "engagement_score": 99, "model": "forged"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FORGED))
+def test_a_platform_cannot_post_telecrm_s_own_events(api, runtime: Runtime, kind: str) -> None:  # type: ignore[no-untyped-def]
     response = api.post(
         {
             "id": "evt_forged",
-            "type": "journey.case_opened",
+            "type": kind,
             "version": 1,
             "occurred_at": api.now.isoformat(),
             "patient": {"id": "p1"},
-            "data": {"journey": "x", "case_id": "c1", "kind": "case", "subject": "forged"},
+            "data": FORGED[kind],
         }
     )
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["title"] == "Reserved event type"
+    assert kind in response.json()["detail"]
     with runtime.engine.connect() as conn:
         assert conn.execute(select(events.c.event_id)).first() is None

@@ -10,7 +10,12 @@ analytics_app = typer.Typer(
 )
 
 # Each part's commands (scores, lifetime value and churn, reports), registered here.
-from telecrm.analytics import clv_commands, report_commands, scores_commands  # noqa: E402
+from telecrm.analytics import (  # noqa: E402
+    clv_commands,
+    report_commands,
+    run_commands,
+    scores_commands,
+)
 
-for _part in (scores_commands, clv_commands, report_commands):
+for _part in (run_commands, scores_commands, clv_commands, report_commands):
     _part.register(analytics_app)

@@ -334,6 +334,25 @@ class JourneyFieldsSet(_Model):
     fields: Annotated[dict[Code, JourneyValue], Field(min_length=1, max_length=20)]
 
 
+Score = Annotated[float, Field(ge=-10_000, le=10_000, allow_inf_nan=False)]
+Share = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class AnalyticsScored(_Model):
+    """`telecrm analytics run` scored the patient: numbers only, written when one changed.
+
+    The projection keeps them on the profile (churn risk feeds the at_risk stage) and the sync
+    sends them as the CRM's score fields. Adherence describes medication-taking, so the profile
+    keeps it sealed and only destinations under a BAA may receive it."""
+
+    lead_score: Score
+    engagement_score: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+    churn_risk: Share | None = None  # customers only: P(churn within the model's horizon)
+    predicted_ltv: Annotated[float, Field(ge=0, le=10_000_000, allow_inf_nan=False)] | None = None
+    adherence_pdc: Share | None = None  # mean PDC over measured medications
+    model: Code  # which run's models: e.g. clv-bgnbd-gg-sbg_churn-hgb-sigmoid
+
+
 DATA_MODELS: dict[tuple[str, int], type[_Model]] = {
     ("patient.registered", 1): PatientRegistered,
     ("patient.updated", 1): PatientUpdated,
@@ -358,6 +377,7 @@ DATA_MODELS: dict[tuple[str, int], type[_Model]] = {
     ("journey.milestone", 1): JourneyMilestone,
     ("journey.case_opened", 1): JourneyCaseOpened,
     ("journey.fields_set", 1): JourneyFieldsSet,
+    ("analytics.scored", 1): AnalyticsScored,
     **{
         (f"email.{kind}", 1): MessageEngagement
         for kind in ("delivered", "opened", "clicked", "bounced", "unsubscribed")

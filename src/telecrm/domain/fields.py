@@ -152,6 +152,7 @@ _FIELD_ROWS: tuple[tuple[str, str, str, bool], ...] = (
     ("conditions", "medical_history", "list", True),
     ("medications", "medications", "list", True),
     ("allergies", "medications", "list", True),
+    ("adherence_pdc", "medications", "float", True),  # written by `telecrm analytics run`
     ("symptoms", "symptoms", "list", True),
     ("treatment_status", "treatment_outcomes", "str", True),
     ("treatment_outcome", "treatment_outcomes", "str", True),

@@ -64,6 +64,11 @@ class Facts:
     reviews: int = 0
     churn_risk: float | None = None
     churned_at: datetime | None = None
+    # The last `analytics.scored` (adherence is PHI: it lives sealed in `values`).
+    lead_score: float | None = None
+    engagement_score: float | None = None
+    predicted_ltv: float | None = None
+    scored_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Only what differs from the defaults, datetimes as ISO text (hot path: no asdict)."""
@@ -339,6 +344,13 @@ def apply_event(p: Profile, e: ev.Event) -> None:
                 created_at=at.isoformat(),
                 due_at=(d.due_at or at).isoformat(),
             )
+        case ev.AnalyticsScored():
+            f.lead_score, f.engagement_score = d.lead_score, d.engagement_score
+            f.churn_risk, f.predicted_ltv, f.scored_at = d.churn_risk, d.predicted_ltv, at
+            if d.adherence_pdc is None:
+                p.values.pop("adherence_pdc", None)
+            else:
+                p.set("adherence_pdc", d.adherence_pdc)
         case ev.JourneyFieldsSet():
             fields = p.records.setdefault("journey_field", {})
             for name, value in d.fields.items():

@@ -60,7 +60,8 @@ class IntakeResult:
         return body
 
 
-RESERVED_PREFIX = "journey."
+# telecrm's own event types: journeys' steps and analytics runs write them through `store_in`.
+RESERVED_PREFIXES = ("journey.", "analytics.")
 
 
 class Storable(Protocol):
@@ -200,16 +201,17 @@ class EventIntake:
         in_transaction: Callable[[Connection, IntakeResult], None] | None = None,
     ) -> None:
         """Store every submission that passes its checks, in one transaction; set each outcome."""
-        # journey.* events are telecrm's own (journey steps write them through store_in): a
-        # platform posting one would forge a journey's CRM task or milestone.
+        # journey.* and analytics.* events are telecrm's own (written through store_in): a
+        # platform posting one would forge a journey's CRM task or a patient's scores.
         for item in items:
-            if any(e.type.startswith(RESERVED_PREFIX) for e in item.batch):
+            reserved = sorted({e.type for e in item.batch if e.type.startswith(RESERVED_PREFIXES)})
+            if reserved:
                 item.outcome = IntakeRejected(
                     422,
                     "reserved_event_type",
                     "Reserved event type",
-                    "journey.* events are written by telecrm's journeys and are not accepted "
-                    "from outside",
+                    f"{', '.join(reserved)}: journey.* and analytics.* events are written by "
+                    "telecrm itself and are not accepted from outside",
                 )
         items = [i for i in items if i.outcome is None]
         if not items:

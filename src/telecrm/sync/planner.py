@@ -93,6 +93,10 @@ def patient_attributes(p: Profile) -> dict[str, Any]:
         "crm_status": CRM_STATUS[p.stage] if p.stage else None,
         "max_stage": _max_stage(p),
         "churn_risk": p.facts.churn_risk,
+        "lead_score": p.facts.lead_score,
+        "engagement_score": p.facts.engagement_score,
+        "predicted_ltv": p.facts.predicted_ltv,
+        "scored_at": p.facts.scored_at,
         "registered_at": p.facts.registered_at,
         "stage_since": p.stage_since,
         # What journeys' crm_update steps set: fixed values, sent as text.

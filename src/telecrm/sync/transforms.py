@@ -17,7 +17,11 @@ ATTRIBUTES: dict[str, dict[str, Kind]] = {
         "stage": "str",  # the current lifecycle stage (10 values)
         "crm_status": "str",  # its CRM status label ("Qualified Lead", ...)
         "max_stage": "str",  # the highest acquisition stage reached: never moves backwards
-        "churn_risk": "float",
+        "churn_risk": "float",  # the scores: `telecrm analytics run` (docs/analytics.md)
+        "lead_score": "float",
+        "engagement_score": "float",
+        "predicted_ltv": "float",
+        "scored_at": "datetime",
         "registered_at": "datetime",
         "stage_since": "datetime",
     },

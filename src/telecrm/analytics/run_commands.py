@@ -1,0 +1,74 @@
+"""CLI: `telecrm analytics run`, every patient scored and the changed scores stored on profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from telecrm.analytics.score_run import ScoreRun, headline
+from telecrm.analytics.scoring_config import load_scoring_config
+from telecrm.cli_support import console, friendly_errors, runtime
+
+
+@friendly_errors
+def run_command(
+    config: Path = typer.Option(None, help="A scoring.yaml to use instead of the built-in one"),
+    chunk: int = typer.Option(5_000, min=100, max=50_000, help="Patients per transaction"),
+    project: bool = typer.Option(
+        True, help="Fold the new scores into profiles now (else the running service does)"
+    ),
+) -> None:
+    """Score every patient: lead, engagement, churn risk, 12-month value, adherence (PDC).
+
+    Lifetime value and churn models are fitted on the whole event log first; then patients are
+    scored in chunks, and each patient whose rounded scores changed gets an `analytics.scored`
+    event. Folded into the profile, the scores sync to the CRMs' score fields, and a churn risk
+    at or over TELECRM_CHURN_RISK_CUTOFF moves a customer to at_risk. Prints aggregates only.
+
+    Example: telecrm analytics run --chunk 10000
+    """
+    scoring = load_scoring_config(config)
+    rt = runtime()
+    run = ScoreRun(
+        rt.engine,
+        rt.cipher(),
+        rt.intake(),
+        scoring,
+        churn_risk_cutoff=rt.settings.churn_risk_cutoff,
+        actor="cli",
+    )
+    now = rt.clock.now()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("reading the event log, fitting the models", total=None)
+        report = run.run(
+            now,
+            chunk=chunk,
+            on_progress=lambda done, total: bar.update(
+                task, description="scoring patients", completed=done, total=total
+            ),
+        )
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]: that score is left empty")
+    table = Table("", "", title=f"scores as of {now:%Y-%m-%d %H:%M} UTC", show_header=False)
+    for label, value in headline(report):
+        table.add_row(label, value)
+    console.print(table)
+    timing = ", ".join(f"{name} {s:.1f} s" for name, s in report.seconds.items())
+    console.print(f"[dim]{timing}[/]")
+    if project and report.written:
+        with console.status("folding the scores into profiles"):
+            done = rt.worker().drain()
+        console.print(f"profiles updated: {done.patients:,} patients, {done.events:,} events")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)

@@ -1,0 +1,297 @@
+"""`telecrm analytics run`: score every patient, and write the scores that changed as events.
+
+Two passes. The population models first, fitted on the whole event log: BG/NBD + Gamma-Gamma +
+sBG for the 12-month lifetime value, the calibrated churn model trained on the three latest
+fully observed windows. Then the patients in chunks: lead and engagement scores and PDC from the
+store, rounded as a CRM shows them, compared with what each profile holds, and one
+`analytics.scored` event per patient whose numbers changed, stored through the intake in the
+chunk's transaction. The projection folds them like any event: the scores land on the profile,
+churn risk moves a customer to at_risk, the sync sends the score fields, and a rebuild of the
+projection from the log gives the same profiles.
+
+A model that cannot be fitted (too little history) leaves its score empty, with the reason in
+the report: never a NaN, never a made-up number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, bindparam, select
+
+from telecrm.analytics import event_arrays as ea
+from telecrm.analytics.churn import DEFAULT_HORIZON_DAYS, predict_churn, train_churn_model
+from telecrm.analytics.clv import ModelNotFitted
+from telecrm.analytics.clv_scores import fit_clv, predict_clv
+from telecrm.analytics.features import churn_rows
+from telecrm.analytics.fills import IN_CHUNK
+from telecrm.analytics.patient_scores import PatientScores, score_patients
+from telecrm.analytics.scoring_config import ScoringConfig
+from telecrm.domain.clock import to_micros
+from telecrm.domain.events import Event, parse_event
+from telecrm.ingest.intake import EventIntake
+from telecrm.profiles.tables import profiles
+from telecrm.security.audit import AuditEntry, append_audit
+from telecrm.security.envelope import FieldCipher
+
+SCORE_FIELDS = ("lead_score", "engagement_score", "churn_risk", "predicted_ltv", "adherence_pdc")
+DIGITS = {
+    "lead_score": 1,
+    "engagement_score": 1,
+    "churn_risk": 3,
+    "predicted_ltv": 2,
+    "adherence_pdc": 3,
+}
+ADHERENT = 0.8  # PQA: a PDC of 80 % or more
+MODEL = "bgnbd-gg-sbg_hgb-calibrated"
+
+
+@dataclass(frozen=True, slots=True)
+class PopulationScores:
+    """The two model-based scores per patient key, and why a model could not be fitted."""
+
+    ltv: dict[str, float]
+    churn: dict[str, float]
+    ltv_note: str | None = None
+    churn_note: str | None = None
+    customers: int = 0  # patients the churn model scored: customers not yet churned
+    fit_seconds: float = 0.0
+
+
+def population_scores(
+    log: ea.EventArrays, now: datetime, *, horizon_days: float = DEFAULT_HORIZON_DAYS
+) -> PopulationScores:
+    started = time.perf_counter()
+    cutoff = ea.to_days(now)
+    keys = [str(k) for k in log.keys]
+    ltv: dict[str, float] = {}
+    ltv_note = churn_note = None
+    try:
+        value = predict_clv(fit_clv(log, cutoff), log, cutoff).clv_12m
+        ltv = {k: float(v) for k, v in zip(keys, value, strict=True)}
+    except ModelNotFitted as exc:
+        ltv_note = f"lifetime value not fitted: {exc}"
+    churn: dict[str, float] = {}
+    rows = churn_rows(log, cutoff)
+    try:
+        model = train_churn_model(
+            log, tuple(cutoff - horizon_days * k for k in (1, 2, 3)), horizon_days=horizon_days
+        )
+        risk = predict_churn(model, rows.features)
+        churn = {keys[i]: float(p) for i, p in zip(rows.patient, risk, strict=True)}
+    except ModelNotFitted as exc:
+        churn_note = f"churn model not trained: {exc}"
+    return PopulationScores(
+        ltv,
+        churn,
+        ltv_note,
+        churn_note,
+        customers=len(rows.patient),
+        fit_seconds=time.perf_counter() - started,
+    )
+
+
+def rounded(value: float | None, name: str) -> float | None:
+    """As stored and sent: rounded, and None for anything not finite."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), DIGITS[name])
+
+
+def scores_of(s: PatientScores, population: PopulationScores) -> dict[str, float | None]:
+    crm = s.crm_fields()
+    return {
+        "lead_score": rounded(crm["lead_score"], "lead_score"),
+        "engagement_score": rounded(crm["engagement_score"], "engagement_score"),
+        "churn_risk": rounded(population.churn.get(s.patient_key), "churn_risk"),
+        "predicted_ltv": rounded(population.ltv.get(s.patient_key), "predicted_ltv"),
+        "adherence_pdc": rounded(crm["adherence_pdc"], "adherence_pdc"),
+    }
+
+
+@dataclass
+class RunReport:
+    patients: int = 0
+    written: int = 0  # analytics.scored events: patients whose rounded scores changed
+    unchanged: int = 0
+    notes: list[str] = field(default_factory=list)
+    customers: int = 0
+    at_risk: int = 0  # customers at or over the churn-risk cutoff
+    predicted_ltv_total: float = 0.0
+    lead_sum: float = 0.0
+    engagement_sum: float = 0.0
+    pdc_measured: int = 0
+    pdc_adherent: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_lead(self) -> float | None:
+        return self.lead_sum / self.patients if self.patients else None
+
+    @property
+    def mean_engagement(self) -> float | None:
+        return self.engagement_sum / self.patients if self.patients else None
+
+    @property
+    def adherent_share(self) -> float | None:
+        return self.pdc_adherent / self.pdc_measured if self.pdc_measured else None
+
+
+def _current(
+    conn: Connection, cipher: FieldCipher, keys: Sequence[str]
+) -> dict[str, tuple[str, dict[str, float | None]]]:
+    """Per profile: its patient id and the scores it holds now (PDC decrypted)."""
+    query = select(
+        profiles.c.patient_key, profiles.c.patient_id, profiles.c.attributes, profiles.c.sealed
+    ).where(profiles.c.patient_key.in_(bindparam("keys", expanding=True)))
+    out: dict[str, tuple[str, dict[str, float | None]]] = {}
+    for start in range(0, len(keys), IN_CHUNK):
+        for row in conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])}):
+            facts = orjson.loads(row.attributes).get("facts", {})
+            held: dict[str, float | None] = {n: facts.get(n) for n in SCORE_FIELDS[:4]}
+            token = orjson.loads(row.sealed).get("adherence_pdc")
+            held["adherence_pdc"] = (
+                None
+                if token is None
+                else cipher.decrypt_json(token, record_id=row.patient_key, field="adherence_pdc")
+            )
+            out[row.patient_key] = (row.patient_id, held)
+    return out
+
+
+def scored_event(patient_id: str, patient_key: str, scores: dict[str, Any], now: datetime) -> Event:
+    digest = hashlib.sha256(f"{patient_key}\x00{to_micros(now)}".encode()).hexdigest()[:24]
+    return parse_event(
+        {
+            "id": f"as_{digest}",
+            "type": "analytics.scored",
+            "version": 1,
+            "occurred_at": now.isoformat(),
+            "patient": {"id": patient_id},
+            "data": {**scores, "model": MODEL},
+        },
+        now=now,
+    )
+
+
+class ScoreRun:
+    """One pass over every live patient; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cipher: FieldCipher,
+        intake: EventIntake,
+        config: ScoringConfig,
+        *,
+        churn_risk_cutoff: float,
+        actor: str = "analytics",
+    ) -> None:
+        self._engine, self._cipher, self._intake = engine, cipher, intake
+        self._config, self._cutoff, self._actor = config, churn_risk_cutoff, actor
+
+    def patient_keys(self) -> list[str]:
+        query = (
+            select(profiles.c.patient_key)
+            .where(profiles.c.deleted.is_(False))
+            .where(profiles.c.patient_id.is_not(None))
+            .where(profiles.c.merged_into.is_(None))
+            .order_by(profiles.c.patient_key)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def run(
+        self,
+        now: datetime,
+        *,
+        chunk: int = 5_000,
+        on_progress: Callable[[int, int], None] | None = None,
+        log: ea.EventArrays | None = None,
+    ) -> RunReport:
+        report = RunReport()
+        started = time.perf_counter()
+        log = log if log is not None else ea.from_store(self._engine, self._cipher)
+        report.seconds["read event log"] = time.perf_counter() - started
+        population = population_scores(log, now)
+        report.seconds["fit models"] = population.fit_seconds
+        report.notes = [n for n in (population.ltv_note, population.churn_note) if n]
+        keys = self.patient_keys()
+        started = time.perf_counter()
+        for start in range(0, len(keys), chunk):
+            self._chunk(keys[start : start + chunk], now, population, report)
+            if on_progress is not None:
+                on_progress(min(start + chunk, len(keys)), len(keys))
+        report.seconds["score and write"] = time.perf_counter() - started
+        return report
+
+    def _chunk(
+        self, keys: list[str], now: datetime, population: PopulationScores, report: RunReport
+    ) -> None:
+        with self._engine.begin() as conn:
+            scored = score_patients(conn, self._cipher, keys, now, self._config, actor=self._actor)
+            held = _current(conn, self._cipher, keys)
+            append_audit(
+                conn,
+                [
+                    AuditEntry(
+                        self._actor, "read", "profile", keys, ["adherence_pdc"], "analytics run"
+                    )
+                ],
+                at_us=to_micros(now),
+            )
+            changed: list[Event] = []
+            for s in scored:
+                if s.patient_key not in held:
+                    continue  # erased or merged since the list was read
+                patient_id, before = held[s.patient_key]
+                after = scores_of(s, population)
+                _count(report, after, self._cutoff)
+                if after == before:
+                    report.unchanged += 1
+                else:
+                    changed.append(scored_event(patient_id, s.patient_key, after, now))
+            if changed:
+                self._intake.store_in(conn, changed, source="analytics", actor=self._actor)
+            report.written += len(changed)
+
+
+def _count(report: RunReport, s: dict[str, float | None], cutoff: float) -> None:
+    report.patients += 1
+    report.lead_sum += s["lead_score"] or 0.0
+    report.engagement_sum += s["engagement_score"] or 0.0
+    if s["churn_risk"] is not None:
+        report.customers += 1
+        report.at_risk += s["churn_risk"] >= cutoff
+    report.predicted_ltv_total += s["predicted_ltv"] or 0.0
+    if s["adherence_pdc"] is not None:
+        report.pdc_measured += 1
+        report.pdc_adherent += s["adherence_pdc"] >= ADHERENT
+
+
+def headline(report: RunReport) -> list[tuple[str, str]]:
+    """The numbers a growth team reads first, as (label, value) rows."""
+
+    def fmt(v: float | None, pattern: str) -> str:
+        return "-" if v is None else pattern.format(v)
+
+    return [
+        ("patients scored", f"{report.patients:,}"),
+        ("scores changed (events written)", f"{report.written:,}"),
+        ("mean lead score", fmt(report.mean_lead, "{:.1f}")),
+        ("mean engagement score", fmt(report.mean_engagement, "{:.1f} / 100")),
+        ("customers with a churn risk", f"{report.customers:,}"),
+        ("at or over the at-risk cutoff", f"{report.at_risk:,}"),
+        ("predicted 12-month value, all patients", f"${report.predicted_ltv_total:,.0f}"),
+        (
+            "adherent (PDC >= 80 %), of patients measured",
+            fmt(report.adherent_share, "{:.1%}") + f" of {report.pdc_measured:,}",
+        ),
+    ]
