@@ -154,3 +154,20 @@ def test_an_open_and_a_reply_reach_the_crm_through_the_profile(runtime, clock):
         (contact,) = crm.records("contacts")
         assert contact["properties"]["telecrm_emails_opened"] == "1"
         assert contact["properties"]["telecrm_sms_replied"] == "1"
+
+
+def test_a_channel_without_a_provider_waits_while_the_other_sends(runtime, clock):
+    """`telecrm serve` with only Twilio configured: SMS go out, emails wait as not_configured
+    (the round used to fail on the missing email provider and send nothing)."""
+    from telecrm.messaging.wiring import build_messaging
+
+    clock.set(DAYTIME)
+    with messaging_harness(runtime, clock) as h:
+        h.parts = build_messaging(runtime, email=None, sms=h.sms, from_settings=False)
+        runtime.use_messaging(h.parts)
+        h.feed([_consenting("p1", DAYTIME - timedelta(minutes=1))])
+        plan, sent = h.run()
+        assert (plan.planned, sent.sent) == (2, 1)
+        rows = _rows(h.runtime, patient_key="p1")
+        assert [(r.channel, r.status) for r in rows] == [("email", "queued"), ("sms", "sent")]
+        assert h.sendgrid.messages == [] and len(h.twilio.messages) == 1

@@ -184,7 +184,8 @@ class MessageDispatcher:
                     ready[r.channel].append(job)
         results: list[tuple[Job, SendResult]] = []
         for channel, pending in ready.items():
-            results.extend(self._send(channel, pending, report))
+            if pending:  # a channel without a provider has nothing ready (and no provider)
+                results.extend(self._send(channel, pending, report))
         for job, result in results:
             outcomes[job.row.message_id] = self._outcome(job, result)
         with self._engine.begin() as conn:
@@ -272,7 +273,12 @@ class MessageDispatcher:
             "message": {"id": r.message_id},
         }
         address_field = "email" if r.channel == "email" else "phone"
-        job.fields_used = sorted({*patient, address_field})
+        # An email also carries the first name as the recipient's display name (`_send`),
+        # whether or not the template shows it: the accounting of disclosures must say so.
+        shown_name = (
+            {"first_name"} if r.channel == "email" and "first_name" in job.values else set()
+        )
+        job.fields_used = sorted({*patient, address_field, *shown_name})
         job.phi = any(FIELDS[n].is_phi for n in patient) or any(
             FIELDS[f].is_phi for f in self.catalog.phi_fields(r.template, r.channel)
         )
