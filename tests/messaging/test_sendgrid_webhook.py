@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from telecrm.messaging.provider_events import WebhookRejected
@@ -236,5 +236,7 @@ def test_parsing_arbitrary_json_only_ever_raises_webhook_rejected(value: Any) ->
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(event_like, max_size=5))
+# Found by this test: a dropped event whose reason is not a string was a TypeError (a 500).
+@example([{"email": "0", "event": "dropped", "reason": [], "sg_event_id": "0", "timestamp": 0}])
 def test_parsing_event_shaped_json_only_ever_raises_webhook_rejected(events: list[Any]) -> None:
     _only_webhook_rejected(json.dumps(events).encode())

@@ -169,5 +169,5 @@ def _reason(kind: ReportKind, item: dict[str, Any]) -> str | None:
         return "blocked" if item.get("type") == "blocked" else "bounce"
     if kind == "dropped":
         reason = item.get("reason")
-        return reason if reason in DROP_REASONS else "other"
+        return reason if isinstance(reason, str) and reason in DROP_REASONS else "other"
     return None
