@@ -8,13 +8,16 @@ from telecrm import __version__
 from telecrm.analytics.commands import analytics_app
 from telecrm.cli_support import console, friendly_errors, runtime
 from telecrm.demo import demo_command
+from telecrm.doctor.commands import doctor_command
 from telecrm.ingest.commands import import_command, pull_command
 from telecrm.journeys.commands import journeys_app
 from telecrm.messaging.commands import consent_app, messages_app
 from telecrm.messaging.template_commands import templates_app
 from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command, worker_command
 from telecrm.sandbox.commands import sandbox_app
+from telecrm.security.client_commands import clients_app
 from telecrm.security.commands import audit_app, keys_app, secrets_app
+from telecrm.security.compliance_commands import disclosures_app, export_command
 from telecrm.simulate.cli import simulate_app
 from telecrm.sync.commands import crm_app, dlq_app, mapping_app, sync_app
 
@@ -32,6 +35,9 @@ app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(patients_app, name="patients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(clients_app, name="clients")
+app.add_typer(disclosures_app, name="disclosures")
+patients_app.command("export")(export_command)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(sync_app, name="sync")
@@ -45,6 +51,7 @@ app.add_typer(journeys_app, name="journeys")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(sandbox_app, name="sandbox")
 app.command("demo")(demo_command)
+app.command("doctor")(doctor_command)
 app.command("import")(import_command)
 app.command("pull")(pull_command)
 app.command("stats")(stats_command)

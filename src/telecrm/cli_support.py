@@ -18,6 +18,7 @@ from telecrm.ingest.signatures import InvalidSecret
 from telecrm.messaging.config import MessagingConfigError
 from telecrm.messaging.templates import TemplateError
 from telecrm.security.errors import SecurityError
+from telecrm.security.secret_files import SecretFileError
 from telecrm.settings import Settings
 from telecrm.store.engine import StoreError
 from telecrm.sync.destinations import DestinationNotConfigured
@@ -71,18 +72,25 @@ def friendly_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def settings_problems(exc: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong with it (never its value)."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        name = "_".join(str(p) for p in err["loc"]).upper()
+        problems.append(f"TELECRM_{name}: {err['msg']}" if name else err["msg"])
+    return "; ".join(problems)
+
+
 def load_settings() -> Settings:
     """Settings from the environment, or one red line per bad variable (values never echoed)."""
     try:
         return Settings()
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_input=False, include_url=False):
-            name = "_".join(str(p) for p in err["loc"]).upper()
-            problems.append(f"TELECRM_{name}: {err['msg']}" if name else err["msg"])
         raise fail(
-            "; ".join(problems), hint="see docs/operations.md for every setting", code=2
+            settings_problems(exc), hint="see docs/operations.md for every setting", code=2
         ) from None
+    except SecretFileError as exc:  # a TELECRM_X_FILE that cannot be used
+        raise fail(str(exc), hint="see docs/operations.md (Secrets)", code=2) from None
 
 
 def runtime(settings: Settings | None = None) -> Runtime:

@@ -29,6 +29,7 @@ from rich.table import Table
 from telecrm.cli_support import console, fail, friendly_errors
 from telecrm.ingest.signatures import generate_secret, signed_headers
 from telecrm.security.keyring import generate_master_key
+from telecrm.security.secret_files import resolve_secret
 
 BATCH = 500
 
@@ -41,7 +42,7 @@ def _free_port() -> int:
 
 def demo_master_key(home: Path) -> str:
     """The demo's own key-encryption key; real deployments must bring theirs (TELECRM_MASTER_KEY)."""
-    configured = os.environ.get("TELECRM_MASTER_KEY")
+    configured = resolve_secret("TELECRM_MASTER_KEY")  # or TELECRM_MASTER_KEY_FILE
     if configured:
         return configured
     path = home / "demo-master.key"

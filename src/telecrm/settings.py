@@ -7,19 +7,43 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from telecrm.domain.lifecycle import Thresholds
+from telecrm.security.secret_files import with_secret_files
 
 DEFAULT_HOME = Path(".telecrm")
+# Six years of days, leap days included: HIPAA's documentation period (45 CFR 164.530(j)).
+DISCLOSURE_RETENTION_MIN_DAYS = 2192
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELECRM_", env_file=".env", extra="ignore")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Every secret may also come from a file: TELECRM_X_FILE=/run/secrets/x (secret_files.py).
+        files = with_secret_files(settings_cls, init_settings, env_settings, dotenv_settings)
+        return init_settings, files, env_settings, dotenv_settings, file_secret_settings
+
     home: Path = Field(DEFAULT_HOME, description="Folder for the embedded database and demo keys")
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default is SQLite at <home>/telecrm.db"
+        None,
+        description="SQLAlchemy URL; default is SQLite at <home>/telecrm.db",
+        repr=False,  # it may carry a password
+        json_schema_extra={"secret": True},  # so TELECRM_DATABASE_URL_FILE works too
     )
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -113,7 +137,65 @@ class Settings(BaseSettings):
         "twilio",
         description="Who answers STOP/START/HELP: Twilio's default handling, or telecrm (TwiML)",
     )
+    # -- rate limits (api/rate_limit.py; per process, per client; rate 0 turns a class off) ----
+    rate_limit_intake_rate: float = Field(
+        2000, ge=0, le=1_000_000, description="Signed webhooks: requests/s per sender address"
+    )
+    rate_limit_intake_burst: int = Field(4000, ge=0, le=10_000_000)
+    rate_limit_api_rate: float = Field(
+        50, ge=0, le=1_000_000, description="Read/admin API: requests/s per client (or address)"
+    )
+    rate_limit_api_burst: int = Field(100, ge=0, le=10_000_000)
+    rate_limit_token_rate: float = Field(
+        5, ge=0, le=1_000_000, description="POST /oauth/token: requests/s per address"
+    )
+    rate_limit_token_burst: int = Field(20, ge=0, le=10_000_000)
+    rate_limit_max_identities: int = Field(
+        50_000,
+        ge=100,
+        le=10_000_000,
+        description="Buckets kept per class; the least recently seen go first (bounds memory)",
+    )
+    # -- end of rate limits ------------------------------------------------------------------
     log_level: str = "INFO"
+    # -- read API access (docs/api.md) ------------------------------------------------------
+    oauth_token_ttl_seconds: int = Field(
+        600, ge=60, le=3600, description="Lifetime of the access tokens POST /oauth/token issues"
+    )
+    oauth_issuer: str | None = Field(
+        None,
+        max_length=500,
+        description="An external OAuth 2.0 issuer whose access tokens the read API accepts "
+        "(its `iss`); needs TELECRM_OAUTH_AUDIENCE and TELECRM_OAUTH_JWKS_URL",
+    )
+    oauth_audience: str | None = Field(
+        None, max_length=500, description="The `aud` the external issuer puts in telecrm's tokens"
+    )
+    oauth_jwks_url: str | None = Field(
+        None, max_length=2000, description="Where the external issuer publishes its JWKS (https)"
+    )
+    oauth_role_claim: str = Field(
+        "telecrm_role",
+        pattern=r"^[A-Za-z0-9_:/.\-]{1,200}$",
+        description="The external token claim that names the telecrm role",
+    )
+    # -- compliance (docs/compliance.md) ----------------------------------------------------
+    disclosure_retention_days: int = Field(
+        DISCLOSURE_RETENTION_MIN_DAYS,
+        description="How long the accounting of disclosures is kept; `telecrm disclosures "
+        "prune` deletes only older rows. At least 2192 days (six years)",
+    )
+
+    @field_validator("disclosure_retention_days")
+    @classmethod
+    def _six_years_at_least(cls, value: int) -> int:
+        if value < DISCLOSURE_RETENTION_MIN_DAYS:
+            raise ValueError(
+                f"is {value} days, but an accounting of disclosures must be kept at least "
+                f"{DISCLOSURE_RETENTION_MIN_DAYS} days (six years, 45 CFR 164.528(a) and "
+                f"164.530(j)); set it to {DISCLOSURE_RETENTION_MIN_DAYS} or more"
+            )
+        return value
 
     @field_validator(
         "webhook_secrets",
@@ -124,8 +206,9 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str):  # commas, or one per line (a file from TELECRM_X_FILE)
+            parts = value.replace("\n", ",").split(",")
+            return [part.strip() for part in parts if part.strip()]
         return value
 
     @model_validator(mode="after")
@@ -135,6 +218,44 @@ class Settings(BaseSettings):
                 "TELECRM_AT_RISK_DAYS must be smaller than TELECRM_CHURN_DAYS "
                 f"(now {self.at_risk_days} and {self.churn_days})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _external_issuer_complete(self) -> Settings:
+        given = {
+            "TELECRM_OAUTH_ISSUER": self.oauth_issuer,
+            "TELECRM_OAUTH_AUDIENCE": self.oauth_audience,
+            "TELECRM_OAUTH_JWKS_URL": self.oauth_jwks_url,
+        }
+        missing = [name for name, value in given.items() if not value]
+        if 0 < len(missing) < len(given):
+            raise ValueError(
+                f"an external OAuth issuer needs all three of {', '.join(given)}; "
+                f"{', '.join(missing)} is not set"
+            )
+        if self.oauth_jwks_url:
+            from urllib.parse import urlsplit
+
+            url = urlsplit(self.oauth_jwks_url)
+            loopback = url.scheme == "http" and url.hostname in ("127.0.0.1", "localhost", "::1")
+            if not (url.scheme == "https" and url.hostname) and not loopback:
+                raise ValueError(
+                    "TELECRM_OAUTH_JWKS_URL must be an https:// URL: keys fetched over plain "
+                    "HTTP could be swapped on the way"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limits_have_a_burst(self) -> Settings:
+        for name in ("intake", "api", "token"):
+            rate = getattr(self, f"rate_limit_{name}_rate")
+            burst = getattr(self, f"rate_limit_{name}_burst")
+            if rate > 0 and burst < 1:
+                raise ValueError(
+                    f"TELECRM_RATE_LIMIT_{name.upper()}_BURST must be at least 1 while "
+                    f"TELECRM_RATE_LIMIT_{name.upper()}_RATE is {rate:g}; set the rate to 0 "
+                    f"to turn the {name} limit off"
+                )
         return self
 
     @property

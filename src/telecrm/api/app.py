@@ -14,11 +14,17 @@ from sqlalchemy import text
 from starlette.responses import JSONResponse, Response
 
 from telecrm import __version__
+from telecrm.api.access import AccessControl, build_token_service, install_access_handlers
 from telecrm.api.problems import install_problem_handlers, problem_response
+from telecrm.api.rate_limit import install_rate_limits
+from telecrm.api.routes_admin import build_admin_router
 from telecrm.api.routes_events import EVENTS_OPENAPI, build_router
 from telecrm.api.routes_messaging import MESSAGING_OPENAPI, build_messaging_router
+from telecrm.api.routes_oauth import build_oauth_router
+from telecrm.api.routes_patients import build_patients_router
 from telecrm.bootstrap import EmbeddedWorker, Runtime
 from telecrm.ingest.group_commit import GroupCommitWriter
+from telecrm.security.jwks import JwksFetcher
 from telecrm.store.engine import read_only
 
 
@@ -40,7 +46,13 @@ def app_from_environment() -> FastAPI:
     return create_app(runtime)
 
 
-def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> FastAPI:
+def create_app(
+    runtime: Runtime,
+    *,
+    embedded_worker: bool | None = None,
+    jwks_fetch: JwksFetcher | None = None,
+) -> FastAPI:
+    """The app; ``jwks_fetch`` replaces the HTTP fetch of an external issuer's keys (tests)."""
     run_worker = runtime.settings.embedded_worker if embedded_worker is None else embedded_worker
 
     @asynccontextmanager
@@ -61,13 +73,23 @@ def create_app(runtime: Runtime, *, embedded_worker: bool | None = None) -> Fast
     app = FastAPI(
         title="telecrm",
         version=__version__,
-        description="HIPAA-aware CRM integration and patient-engagement engine: event intake API.",
+        description="HIPAA-aware CRM integration and patient-engagement engine: event intake, "
+        "provider webhooks, and the OAuth 2.0-protected read API (docs/api.md).",
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_rate_limits(app, runtime)  # per-client budgets; before any route runs
     writer = GroupCommitWriter(runtime.intake())
     app.include_router(build_router(runtime, writer))
     app.include_router(build_messaging_router(runtime))
+    # The read API: OAuth 2.0 token endpoint + bearer-protected /v1/ reads (docs/api.md).
+    install_access_handlers(app)
+    tokens = build_token_service(runtime, jwks_fetch=jwks_fetch)
+    access = AccessControl(runtime, tokens)
+    app.state.access = access  # what a middleware needs to authenticate a request itself
+    app.include_router(build_oauth_router(runtime, tokens))
+    app.include_router(build_patients_router(runtime, access))
+    app.include_router(build_admin_router(runtime, access))
 
     def openapi() -> dict[str, Any]:
         # /v1/events is a plain route (see routes_events.py), so describe it here by hand.

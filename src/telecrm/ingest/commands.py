@@ -12,6 +12,9 @@ from rich.table import Table
 from telecrm.cli_support import console, fail, friendly_errors, runtime
 from telecrm.ingest.bulk_import import import_file, write_rejections
 from telecrm.ingest.puller import RESOURCES, PlatformPuller, PullError
+from telecrm.security.secret_files import resolve_secret
+
+PLATFORM_TOKEN = "TELECRM_PLATFORM_TOKEN"  # noqa: S105 (a variable's name, not a secret)
 
 
 def _count_lines(path: Path) -> int:
@@ -75,8 +78,11 @@ def import_command(
 @friendly_errors
 def pull_command(
     url: str = typer.Option(..., envvar="TELECRM_PLATFORM_URL", help="The platform API's base URL"),
-    token: str = typer.Option(
-        ..., envvar="TELECRM_PLATFORM_TOKEN", help="A bearer token the platform API accepts"
+    token: str | None = typer.Option(
+        None,
+        help="A bearer token the platform API accepts (default: TELECRM_PLATFORM_TOKEN, or the "
+        "file TELECRM_PLATFORM_TOKEN_FILE names; either keeps it out of `ps`)",
+        show_default=False,
     ),
     resources: str = typer.Option(",".join(RESOURCES), help="Collections to read, in order"),
     page_size: int = typer.Option(200, min=1, max=500, help="Records per page"),
@@ -93,6 +99,13 @@ def pull_command(
         raise fail(
             f"unknown collection(s): {', '.join(unknown)}",
             hint=f"choose from {', '.join(RESOURCES)}",
+            code=2,
+        )
+    token = token or resolve_secret(PLATFORM_TOKEN)
+    if not token:
+        raise fail(
+            "no platform API token",
+            hint=f"set {PLATFORM_TOKEN} (or {PLATFORM_TOKEN}_FILE), or pass --token",
             code=2,
         )
     rt = runtime()

@@ -31,6 +31,7 @@ from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.secret_files import SecretFileError, resolve_secret
 from telecrm.sync.tables import disclosures
 
 MAX_ATTEMPTS = 8
@@ -201,7 +202,10 @@ class JourneyWebhookSender:
                 return total
 
     def _post(self, r: Any, body: bytes) -> tuple[str, str]:
-        secret = self._environ.get(r.secret_env)
+        try:  # the variable, or the file its NAME_FILE twin names (security/secret_files.py)
+            secret = resolve_secret(r.secret_env, self._environ)
+        except SecretFileError:
+            return "retry", "secret_file"  # configuration again: `telecrm doctor` says what
         if not secret:
             return "retry", "no_secret"  # configuration, not the receiver: fixable, so retried
         timestamp = int(self._clock.now().timestamp())

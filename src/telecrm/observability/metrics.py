@@ -80,6 +80,30 @@ class Metrics:
             ["provider", "result"],  # applied | duplicate | unknown_message | rejected
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "telecrm_rate_limited",
+            "Requests refused with 429 by the per-client rate limits, by class (never by client)",
+            ["class"],  # intake | api | token
+            registry=self.registry,
+        )
+        self.access_denied = Counter(
+            "telecrm_access_denied",
+            "Read API requests refused (401/403), by status and reason code",
+            ["status", "reason"],  # e.g. 401 expired, 403 forbidden
+            registry=self.registry,
+        )
+        self.break_glass = Counter(
+            "telecrm_break_glass_reads",
+            "Break-glass patient reads (each is audited and should be reviewed), by role",
+            ["role"],
+            registry=self.registry,
+        )
+        self.tokens_issued = Counter(
+            "telecrm_oauth_tokens_issued",
+            "Access tokens issued by POST /oauth/token, by role",
+            ["role"],
+            registry=self.registry,
+        )
         self.intake_seconds = Histogram(
             "telecrm_intake_request_seconds",
             "Time to verify, validate and durably store one intake request",

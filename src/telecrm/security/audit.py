@@ -306,17 +306,26 @@ def _as_dict(row: Row[Any]) -> dict[str, Any]:
 
 
 def audit_rows(
-    conn: Connection, *, record_id: str | None = None, limit: int = 100
+    conn: Connection,
+    *,
+    record_id: str | None = None,
+    limit: int = 100,
+    before_seq: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The newest ``limit`` entries, optionally only those naming ``record_id``: `audit show`."""
+    """The newest ``limit`` entries, optionally only those naming ``record_id``: `audit show`.
+
+    ``before_seq`` starts below that row: the next page of the read API's keyset pagination.
+    """
     if record_id is None:
         query = select(audit_log).order_by(audit_log.c.seq.desc()).limit(limit)
+        if before_seq is not None:
+            query = query.where(audit_log.c.seq < before_seq)
         return [_as_dict(row) for row in conn.execute(query)]
     # LIKE on the quoted id narrows the scan; the exact check after parsing removes what LIKE
     # over-matches (case-insensitive on SQLite, an id inside another id with quotes in it).
     needle = orjson.dumps(record_id).decode()
     found: list[dict[str, Any]] = []
-    below: int | None = None
+    below: int | None = before_seq
     while len(found) < limit:
         query = select(audit_log).where(audit_log.c.record_ids.contains(needle, autoescape=True))
         if below is not None:

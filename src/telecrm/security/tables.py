@@ -1,8 +1,18 @@
-"""Wrapped data keys and the append-only, hash-chained audit log."""
+"""Wrapped data keys, the append-only hash-chained audit log, API clients and token signing keys."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    false,
+)
 
 from telecrm.store.metadata import SequenceKey, metadata
 
@@ -44,4 +54,31 @@ audit_head = Table(
     Column("id", Integer, primary_key=True),
     Column("last_seq", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
+)
+
+# OAuth clients of the read API (docs/api.md). The secret is stored as an scrypt hash with its
+# parameters and salt; the role decides what the client may read (security/roles.py).
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("client_id", String(40), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("secret_hash", String(200), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("disabled_us", BigInteger),
+)
+
+# The ES256 keys telecrm signs its access tokens with. The private key is sealed by the keyring
+# (a data key wrapped by the master key); the public half is what /.well-known/jwks.json shows.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(8), nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("sealed_private", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
 )

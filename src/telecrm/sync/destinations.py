@@ -27,6 +27,7 @@ from telecrm.connectors.salesforce import SalesforceConnector
 from telecrm.connectors.salesforce_auth import SalesforceConfig
 from telecrm.domain.clock import Clock
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.secret_files import resolve_secret
 from telecrm.sync.credentials import CredentialStore
 from telecrm.sync.mapping import Mapping
 from telecrm.sync.rate_gate import DbCallGate
@@ -42,8 +43,9 @@ def url_override_name(mapping: Mapping) -> str:
 
 
 def _env(mapping: Mapping, env: EnvMapping[str, str], key: str) -> str | None:
+    # The variable itself, or the file its NAME_FILE twin points at (security/secret_files.py).
     name = mapping.connection.get(key)
-    return env.get(name) if name else None
+    return resolve_secret(name, env) if name else None
 
 
 def hubspot_config(mapping: Mapping, env: EnvMapping[str, str]) -> HubSpotConfig:
