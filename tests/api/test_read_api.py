@@ -368,3 +368,27 @@ def test_the_openapi_document_lists_the_read_api_and_its_security(api: ReadApi) 
     assert "telecrm_oauth" in schema["components"]["securitySchemes"]
     flows = schema["components"]["securitySchemes"]["telecrm_oauth"]["flows"]
     assert flows["clientCredentials"]["tokenUrl"] == "/oauth/token"
+
+
+# -- right of access ------------------------------------------------------------------------------
+
+
+def test_compliance_exports_the_whole_record_with_a_reason_and_it_is_audited(api: ReadApi) -> None:
+    path = f"/v1/patients/{PATIENT}/export"
+    refused = get(api, Role.COMPLIANCE, path)
+    assert refused.status_code == 422 and refused.json()["type"].endswith("/reason_required")
+    response = get(api, Role.COMPLIANCE, path, headers=REASON)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    record = response.json()
+    assert record["schema_version"] == 1
+    values = {v["field"]: v["value"] for v in record["profile"]}
+    assert values["first_name"] == CANARY_FIRST  # the patient's own record: every value
+    page = get(api, Role.COMPLIANCE, path, headers=REASON, format="html")
+    assert page.headers["content-type"].startswith("text/html")
+    assert CANARY_FIRST in page.text
+    assert get(api, Role.COMPLIANCE, path, headers=REASON, format="pdf").status_code == 422
+    exports = [e for e in audit_of(api, PATIENT) if e["action"] == "export"]
+    assert len(exports) == 2 and exports[0]["purpose"] == REASON["X-Telecrm-Reason"]
+    unknown = get(api, Role.COMPLIANCE, "/v1/patients/nobody_here/export", headers=REASON)
+    assert unknown.status_code == 404 and not canaries_in(unknown.text)

@@ -1,4 +1,5 @@
-"""`/v1/patients`: one profile, search by email or phone, a timeline, the accounting of disclosures.
+"""`/v1/patients`: one profile, search by email or phone, a timeline, the accounting of disclosures,
+the right-of-access export.
 
 Every read is audited (who, which patient, which sensitive fields, why). Search is a POST with a
 JSON body, as FHIR's `POST _search` is, so an email or phone never sits in a URL, where access
@@ -7,13 +8,13 @@ logs and proxies would keep it; it goes through the blind index, never a scan.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import select
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from telecrm.api.access import BREAK_GLASS_HEADER, REASON_HEADER, AccessControl, PatientAccess
 from telecrm.api.pagination import (
@@ -263,5 +264,57 @@ def build_patients_router(runtime: Runtime, access: AccessControl) -> APIRouter:
                 "next_cursor": encode_cursor(to_micros(last.at), last.id) if last else None,
             }
         )
+
+    exporter = access.patient_access(Permission.EXPORT)
+
+    @router.get(
+        "/{patient_id}/export",
+        summary="A patient's whole record for a right-of-access request (compliance)",
+        description="The designated record set, decrypted: profile, facts and scores, records, "
+        "the event timeline, stage history, messages, consent, journeys and disclosures "
+        "(45 CFR 164.524). `format=json` (schema_version 1) or `format=html`, a page the "
+        f"patient can be handed. Needs `{REASON_HEADER}` (e.g. the request's number); audited "
+        "as an export.",
+    )
+    def patient_export(
+        request: Request,
+        patient_id: PatientId,
+        format: Literal["json", "html"] = Query("json"),
+        who: PatientAccess = Depends(exporter),
+    ) -> Response:
+        from telecrm.security.export import export_patient, render_export_html
+
+        if request.headers.get(REASON_HEADER) is None:  # checked by the dependency when sent
+            raise Problem(
+                422,
+                "reason_required",
+                "Reason required",
+                f"an export must say why: send {REASON_HEADER}: <3 to 64 characters>",
+            )
+        cipher = runtime.cipher()  # keys before the transaction
+        with runtime.engine.begin() as conn:
+            if live_profile(conn, patient_id) is None:
+                access.record_read(
+                    conn, who, record_type="patient", record_ids=[patient_id], fields=[],
+                    outcome="not_found",
+                )  # fmt: skip
+                missing = True
+            else:
+                missing = False
+                record = export_patient(
+                    conn,
+                    cipher,
+                    patient_id,
+                    actor=who.principal.actor[:128],
+                    reason=who.purpose,
+                    now_us=to_micros(runtime.clock.now()),
+                )
+        if missing:
+            raise _unknown_patient()
+        headers = {"Cache-Control": "no-store"}
+        if format == "html":
+            html = render_export_html(record, organisation=runtime.settings.brand_name)
+            return HTMLResponse(html, headers=headers)
+        return Response(orjson.dumps(record), media_type="application/json", headers=headers)
 
     return router
