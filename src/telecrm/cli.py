@@ -17,7 +17,7 @@ from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command
 from telecrm.sandbox.commands import sandbox_app
 from telecrm.security.client_commands import clients_app
 from telecrm.security.commands import audit_app, keys_app, secrets_app
-from telecrm.security.compliance_commands import disclosures_app, export_command
+from telecrm.security.compliance_commands import disclosures_app, erase_command, export_command
 from telecrm.simulate.cli import simulate_app
 from telecrm.sync.commands import crm_app, dlq_app, mapping_app, sync_app
 
@@ -38,6 +38,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(disclosures_app, name="disclosures")
 patients_app.command("export")(export_command)
+patients_app.command("erase")(erase_command)
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(sync_app, name="sync")

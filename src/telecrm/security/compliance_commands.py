@@ -199,3 +199,46 @@ def export_command(
     )
     console.print(f"exported {key} as of {when(from_micros(now_us(rt)))} ({counts})")
     console.print(f"  {json_path}\n  {html_path}", highlight=False)
+
+
+@friendly_errors
+def erase_command(
+    patient_id: str = typer.Argument(..., help="The platform's patient id"),
+    reason: str = typer.Option(..., help="Why (e.g. the request's number); audited"),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
+    actor: str = typer.Option("cli", help="Who erases (recorded in the audit log)"),
+) -> None:
+    """Erase a patient: every identifying and health value goes; counters stay for reporting.
+
+    Writes a `patient.deleted` event (source `erasure`) and folds it: the profile's encrypted
+    values are removed, no message is sent to the patient again, journeys end, and CRMs whose
+    mapping has `mode: mirror` archive or delete the patient's records on the next sync. Export
+    the record first if the patient asked for a copy (`telecrm patients export`).
+    """
+    from telecrm.security.erasure import request_erasure
+
+    why = checked_reason(reason)
+    if not yes:
+        typer.confirm(f"Erase {patient_id}? This cannot be undone", abort=True)
+    rt = runtime()
+    index = rt.blind_index()  # keys before the transaction
+    try:
+        done = request_erasure(
+            rt.engine, rt.intake(), index, patient_id, reason=why, actor=actor, now=rt.clock.now()
+        )
+    except PatientNotFound as exc:
+        raise fail(f"{exc}: check the patient id") from None
+    folded = rt.worker().drain()
+    mirrors = [m.destination for m in rt.mappings() if m.mode == "mirror"]
+    console.print(
+        f"erased {done.patient_key}: {done.sealed_fields} encrypted values removed "
+        f"(event {done.event_id}; {folded.events:,} events folded); audited with the reason"
+    )
+    console.print(
+        "CRMs in mirror mode, archived on their next sync: "
+        + (", ".join(mirrors) if mirrors else "none configured (records stay in the CRMs)")
+    )
+    console.print(
+        "[yellow]note:[/] the patient's earlier events stay in the append-only log, encrypted "
+        "under the shared data keys (crypto-shredding is not built yet: docs/compliance.md)"
+    )
