@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from telecrm.analytics import event_arrays as ea
 from telecrm.analytics.churn import DEFAULT_HORIZON_DAYS, evaluate_churn, train_churn_model
 from telecrm.analytics.clv import ModelNotFitted
-from telecrm.analytics.score_run import ScoreRun, headline
+from telecrm.analytics.run_commands import score_everyone
+from telecrm.analytics.score_run import headline
 from telecrm.analytics.scoring_config import load_scoring_config
 from telecrm.domain.clock import to_micros
 
@@ -26,29 +26,7 @@ def demo_analytics(
     the forecast starts where the simulated history ends (`history_end`)."""
     now = rt.clock.now()
     log = ea.from_store(rt.engine, rt.cipher())
-    run = ScoreRun(
-        rt.engine,
-        rt.cipher(),
-        rt.intake(),
-        load_scoring_config(None),
-        churn_risk_cutoff=rt.settings.churn_risk_cutoff,
-        actor="demo",
-    )
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("fitting lifetime value and churn models", total=None)
-        report = run.run(
-            now,
-            log=log,
-            on_progress=lambda done, total: bar.update(
-                task, description="scoring patients", completed=done, total=total
-            ),
-        )
+    report = score_everyone(rt, console, load_scoring_config(None), actor="demo", log=log)
     folded = rt.worker().drain()
     table = Table(
         "", "", title="`telecrm analytics run`: scores stored on profiles", show_header=False

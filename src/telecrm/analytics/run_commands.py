@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from telecrm.analytics.score_run import ScoreRun, headline
-from telecrm.analytics.scoring_config import load_scoring_config
+from telecrm.analytics import event_arrays as ea
+from telecrm.analytics.score_run import RunReport, ScoreRun, headline
+from telecrm.analytics.scoring_config import ScoringConfig, load_scoring_config
 from telecrm.cli_support import console, friendly_errors, runtime
 
 
@@ -32,30 +35,8 @@ def run_command(
     """
     scoring = load_scoring_config(config)
     rt = runtime()
-    run = ScoreRun(
-        rt.engine,
-        rt.cipher(),
-        rt.intake(),
-        scoring,
-        churn_risk_cutoff=rt.settings.churn_risk_cutoff,
-        actor="cli",
-    )
     now = rt.clock.now()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("reading the event log, fitting the models", total=None)
-        report = run.run(
-            now,
-            chunk=chunk,
-            on_progress=lambda done, total: bar.update(
-                task, description="scoring patients", completed=done, total=total
-            ),
-        )
+    report = score_everyone(rt, console, scoring, actor="cli", chunk=chunk)
     for note in report.notes:
         console.print(f"[yellow]{note}[/]: that score is left empty")
     table = Table("", "", title=f"scores as of {now:%Y-%m-%d %H:%M} UTC", show_header=False)
@@ -68,6 +49,42 @@ def run_command(
         with console.status("folding the scores into profiles"):
             done = rt.worker().drain()
         console.print(f"profiles updated: {done.patients:,} patients, {done.events:,} events")
+
+
+def score_everyone(
+    rt: Any,
+    out: Console,
+    scoring: ScoringConfig,
+    *,
+    actor: str,
+    chunk: int = 5_000,
+    log: ea.EventArrays | None = None,
+) -> RunReport:
+    """One `ScoreRun` over every patient, with a progress bar (the command and the demo)."""
+    run = ScoreRun(
+        rt.engine,
+        rt.cipher(),
+        rt.intake(),
+        scoring,
+        churn_risk_cutoff=rt.settings.churn_risk_cutoff,
+        actor=actor,
+    )
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+    ) as bar:
+        task = bar.add_task("reading the event log, fitting the models", total=None)
+        return run.run(
+            rt.clock.now(),
+            chunk=chunk,
+            log=log,
+            on_progress=lambda done, total: bar.update(
+                task, description="scoring patients", completed=done, total=total
+            ),
+        )
 
 
 def register(app: typer.Typer) -> None:
