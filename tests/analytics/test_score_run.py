@@ -142,6 +142,8 @@ def test_a_second_run_writes_only_what_changed_and_a_rebuild_reproduces_the_scor
     ingest(runtime, clock, simulated)
     run = score_run(runtime)
     first = run.run(clock.now())
+    repeated = run.run(clock.now())  # before the projection: the same events, stored once
+    assert repeated.written == 0 and first.written == first.patients
     runtime.worker().drain(1000)
     again = run.run(clock.now())
     assert again.written == 0 and again.unchanged == first.patients

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, select
+from threadpoolctl import threadpool_limits
 
 from telecrm.analytics import event_arrays as ea
 from telecrm.analytics.churn import DEFAULT_HORIZON_DAYS, predict_churn, train_churn_model
@@ -51,6 +52,10 @@ DIGITS = {
 }
 ADHERENT = 0.8  # PQA: a PDC of 80 % or more
 MODEL = "bgnbd-gg-sbg_hgb-calibrated"
+# The gradient boosting's OpenMP threads fight the database and other processes for 2 cores:
+# on the 1M-patient log one thread fitted in 12.2 s, the default threads in 37.0 s beside one
+# busy process (11.3 s vs 16.1 s even on a quiet machine; docs/benchmarks.md).
+FIT_THREADS = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,13 @@ def population_scores(
     log: ea.EventArrays, now: datetime, *, horizon_days: float = DEFAULT_HORIZON_DAYS
 ) -> PopulationScores:
     started = time.perf_counter()
+    with threadpool_limits(FIT_THREADS):
+        return _population_scores(log, now, horizon_days, started)
+
+
+def _population_scores(
+    log: ea.EventArrays, now: datetime, horizon_days: float, started: float
+) -> PopulationScores:
     cutoff = ea.to_days(now)
     keys = [str(k) for k in log.keys]
     ltv: dict[str, float] = {}
@@ -93,7 +105,7 @@ def population_scores(
         churn,
         ltv_note,
         churn_note,
-        customers=len(rows.patient),
+        customers=len(churn),
         fit_seconds=time.perf_counter() - started,
     )
 
@@ -167,7 +179,12 @@ def _current(
 
 
 def scored_event(patient_id: str, patient_key: str, scores: dict[str, Any], now: datetime) -> Event:
-    digest = hashlib.sha256(f"{patient_key}\x00{to_micros(now)}".encode()).hexdigest()[:24]
+    # The scores are part of the id: a run repeated at the same instant with the same numbers is
+    # a duplicate (stored once), one with other numbers (late events came in) is a new event.
+    material = f"{patient_key}\x00{to_micros(now)}\x00".encode() + orjson.dumps(
+        scores, option=orjson.OPT_SORT_KEYS
+    )
+    digest = hashlib.sha256(material).hexdigest()[:24]
     return parse_event(
         {
             "id": f"as_{digest}",
@@ -259,8 +276,8 @@ class ScoreRun:
                 else:
                     changed.append(scored_event(patient_id, s.patient_key, after, now))
             if changed:
-                self._intake.store_in(conn, changed, source="analytics", actor=self._actor)
-            report.written += len(changed)
+                stored = self._intake.store_in(conn, changed, source="analytics", actor=self._actor)
+                report.written += stored.accepted  # not duplicates of an unfolded earlier run
 
 
 def _count(report: RunReport, s: dict[str, float | None], cutoff: float) -> None:
