@@ -254,6 +254,10 @@ def demo_command(
     )
     if not journeyed["entered"] or not journeyed["messages"]:
         raise fail("no patient entered a journey, or no journey planned a message")
+    console.rule("access control: OAuth clients, roles, the read API, disclosures, export")
+    from telecrm.api.demo_access import demo_access
+
+    accessed = demo_access(rt, console, out_dir=db_dir / "compliance")
     masked = Table(
         "field", "value", title=f"{view.patient_key}: {view.stage} — masked view (audited)"
     )
@@ -285,6 +289,8 @@ def demo_command(
             ".venv/bin/telecrm stats\n"
             ".venv/bin/telecrm patients show pat_000001\n"
             ".venv/bin/telecrm audit verify\n"
+            ".venv/bin/telecrm clients list\n"
+            ".venv/bin/telecrm disclosures pat_000001 --reason 'looking around'\n"
             ".venv/bin/telecrm lifecycle rebuild\n"
             ".venv/bin/telecrm sync plan hubspot --all   # the dry run, PHI redacted\n"
             ".venv/bin/telecrm dlq list\n"
@@ -304,6 +310,10 @@ def demo_command(
         raise fail("a CRM does not hold what telecrm says it should (see the agreement column)")
     if not phi_clean:
         raise fail("a planted PHI value reached a messaging provider without a BAA")
+    if not (accessed["roles_ok"] and accessed["phi_hidden_from_marketing"]):
+        raise fail("an API client's role saw a patient field it must not (see the access table)")
+    if not (accessed["refusals_ok"] and accessed["rate_limited"]):
+        raise fail("the read API let through a request it must refuse (see the refusals table)")
 
 
 def _show_bad_input(client: httpx.Client, secret: str) -> None:
