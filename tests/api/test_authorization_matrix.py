@@ -50,7 +50,6 @@ class Endpoint:
     extra: dict[str, str] = field(default_factory=dict)
     whole_record: bool = False  # the right-of-access export: every value, for the patient
 
-
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
 
