@@ -26,6 +26,7 @@ from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.clients import CLIENT_ID_PATTERN, ApiClient, authenticate_client
 from telecrm.security.roles import Role
 from telecrm.security.tokens import IssuedToken, TokenService
+from telecrm.store.engine import read_only
 
 log = structlog.get_logger("telecrm.oauth")
 
@@ -129,7 +130,9 @@ def build_oauth_router(runtime: Runtime, tokens: TokenService) -> APIRouter:
             append_audit(conn, [entry], at_us=to_micros(runtime.clock.now()))
 
     def authenticate_and_issue(client_id: str, secret: str, scope: str | None) -> IssuedToken:
-        with runtime.engine.connect() as conn:
+        # Read-only: on SQLite a plain connection takes the write lock, and the scrypt check
+        # (some 30 ms) would hold it, stalling every audit write behind it (bench/api_reads.py).
+        with read_only(runtime.engine).connect() as conn:
             client: ApiClient | None = authenticate_client(conn, client_id, secret)
         known_id = client_id if CLIENT_ID_PATTERN.fullmatch(client_id) else None
         if client is None:

@@ -24,6 +24,7 @@ from telecrm.security.errors import SecurityError
 from telecrm.security.jwks import ALLOWED_ALGORITHMS, JwksCache, VerificationKey
 from telecrm.security.roles import Role
 from telecrm.security.signing_keys import ALGORITHM, SigningKeys
+from telecrm.store.engine import read_only
 
 OWN_ROLE_CLAIM = "telecrm_role"
 LEEWAY_SECONDS = 30  # clock skew tolerated between issuer and telecrm
@@ -228,7 +229,7 @@ class TokenService:
 
     def _own_principal(self, claims: dict[str, Any]) -> Principal:
         client_id = claims.get("sub")
-        with self._engine.connect() as conn:
+        with read_only(self._engine).connect() as conn:  # no SQLite write lock for a lookup
             client = get_client(conn, client_id) if isinstance(client_id, str) else None
         if client is None:
             raise TokenRejected("unknown_client", "the token's client does not exist")
