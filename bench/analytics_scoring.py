@@ -53,7 +53,7 @@ from telecrm.analytics.adherence import MeasurementPeriod, Pdc, day_number, pdc_
 from telecrm.analytics.engagement import engagement_scores
 from telecrm.analytics.event_table import EventTable
 from telecrm.analytics.lead_score import lead_points
-from telecrm.analytics.patient_scores import ENGAGEMENT_EVENTS, PatientScores, score_patients
+from telecrm.analytics.patient_scores import ENGAGEMENT_EVENTS, ScoreBatch, score_patients
 from telecrm.analytics.score_run import ScoreRun, population_scores, scores_of
 from telecrm.analytics.scoring_config import load_scoring_config
 from telecrm.bootstrap import bootstrap
@@ -524,18 +524,16 @@ def memory_part(args: argparse.Namespace) -> dict[str, Any]:
     )
     timings["engagement_scores"] = time.perf_counter() - t
 
-    # Per patient, as score_patients and ScoreRun build them: PatientScores, then scores_of.
+    # Per patient, as ScoreRun does it: the batch's arrays, five rounded numbers each.
     t = time.perf_counter()
     per_patient: list[list[Pdc]] = [[] for _ in range(n)]
-    for g, (i, medication) in enumerate(columns.groups):
-        per_patient[i].append(pdcs.result(g, medication))
+    batch = ScoreBatch(list(columns.keys), points, engagement, per_patient, mean_pdc)
+    lead = points.score.tolist()
     changed = 0
-    for i, key in enumerate(columns.keys):
-        score, parts = engagement.for_patient(i)
-        s = PatientScores(key, points.for_patient(i), score, parts, tuple(per_patient[i]))
-        after = scores_of(s, population)
+    for i in range(n):
+        after = scores_of(batch, lead, i, population)
         changed += after["lead_score"] is not None
-    timings["per patient: PatientScores + scores_of (Python loop)"] = time.perf_counter() - t
+    timings["per patient: scores_of on the batch arrays (Python loop)"] = time.perf_counter() - t
     assert changed == n
 
     vectorised = sum(

@@ -13,14 +13,15 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 from sqlalchemy import Connection, bindparam, select
 
 from telecrm.analytics.adherence import MeasurementPeriod, Pdc, day_number, pdc_table
-from telecrm.analytics.engagement import DELIVERED, engagement_scores
+from telecrm.analytics.engagement import DELIVERED, EngagementScores, engagement_scores
 from telecrm.analytics.event_table import EventTable
 from telecrm.analytics.fills import IN_CHUNK, fills_for
-from telecrm.analytics.lead_score import LeadScore, lead_points
+from telecrm.analytics.lead_score import LeadPoints, LeadScore, lead_points
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
 from telecrm.ingest.tables import events
@@ -98,6 +99,27 @@ def _event_table(
     return EventTable.from_rows(len(keys), rows)
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreBatch:
+    """A batch's scores as arrays (column i is `keys[i]`): what a run over every patient needs,
+    without a `PatientScores` (reasons sorted, parts as dicts) per patient."""
+
+    keys: list[str]
+    lead: LeadPoints
+    engagement: EngagementScores
+    adherence: list[list[Pdc]]  # per patient, in order of first fill
+    mean_pdc: npt.NDArray[np.float64]  # NaN where no medication was measured
+
+    def patient_scores(self) -> list[PatientScores]:
+        out = []
+        for i, key in enumerate(self.keys):
+            score, parts = self.engagement.for_patient(i)
+            out.append(
+                PatientScores(key, self.lead.for_patient(i), score, parts, tuple(self.adherence[i]))
+            )
+        return out
+
+
 def score_patients(
     conn: Connection,
     cipher: FieldCipher,
@@ -110,6 +132,23 @@ def score_patients(
     period: MeasurementPeriod | None = None,
 ) -> list[PatientScores]:
     """Scores of the patients in `patient_keys` (unknown keys score as empty profiles)."""
+    return score_batch(
+        conn, cipher, patient_keys, now, config, actor=actor, purpose=purpose, period=period
+    ).patient_scores()
+
+
+def score_batch(
+    conn: Connection,
+    cipher: FieldCipher,
+    patient_keys: Sequence[str],
+    now: datetime,
+    config: ScoringConfig,
+    *,
+    actor: str,
+    purpose: str = "analytics scores",
+    period: MeasurementPeriod | None = None,
+) -> ScoreBatch:
+    """`score_patients` as arrays; reads and audits the same."""
     keys = list(dict.fromkeys(patient_keys))
     period = period or MeasurementPeriod.trailing(now.date())
     lead = config.lead
@@ -157,11 +196,7 @@ def score_patients(
     engagement = engagement_scores(
         config.engagement, table, now, features_used=features, adherence=means
     )
-    out = []
-    for i, key in enumerate(keys):
-        score, parts = engagement.for_patient(i)
-        out.append(PatientScores(key, points.for_patient(i), score, parts, tuple(per_patient[i])))
-    return out
+    return ScoreBatch(keys, points, engagement, per_patient, np.asarray(means, dtype=np.float64))
 
 
 def _mean_pdc(results: Sequence[Pdc]) -> float:

@@ -33,7 +33,7 @@ from telecrm.analytics.clv import ModelNotFitted
 from telecrm.analytics.clv_scores import fit_clv, predict_clv
 from telecrm.analytics.features import churn_rows
 from telecrm.analytics.fills import IN_CHUNK
-from telecrm.analytics.patient_scores import PatientScores, score_patients
+from telecrm.analytics.patient_scores import ScoreBatch, score_batch
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
 from telecrm.domain.events import Event, parse_event
@@ -117,14 +117,17 @@ def rounded(value: float | None, name: str) -> float | None:
     return round(float(value), DIGITS[name])
 
 
-def scores_of(s: PatientScores, population: PopulationScores) -> dict[str, float | None]:
-    crm = s.crm_fields()
+def scores_of(
+    batch: ScoreBatch, lead: list[float], i: int, population: PopulationScores
+) -> dict[str, float | None]:
+    """Patient i's five numbers as stored and sent (`lead`: the batch's lead totals)."""
+    key = batch.keys[i]
     return {
-        "lead_score": rounded(crm["lead_score"], "lead_score"),
-        "engagement_score": rounded(crm["engagement_score"], "engagement_score"),
-        "churn_risk": rounded(population.churn.get(s.patient_key), "churn_risk"),
-        "predicted_ltv": rounded(population.ltv.get(s.patient_key), "predicted_ltv"),
-        "adherence_pdc": rounded(crm["adherence_pdc"], "adherence_pdc"),
+        "lead_score": rounded(lead[i], "lead_score"),
+        "engagement_score": rounded(float(batch.engagement.score[i]), "engagement_score"),
+        "churn_risk": rounded(population.churn.get(key), "churn_risk"),
+        "predicted_ltv": rounded(population.ltv.get(key), "predicted_ltv"),
+        "adherence_pdc": rounded(float(batch.mean_pdc[i]), "adherence_pdc"),
     }
 
 
@@ -253,7 +256,8 @@ class ScoreRun:
         self, keys: list[str], now: datetime, population: PopulationScores, report: RunReport
     ) -> None:
         with self._engine.begin() as conn:
-            scored = score_patients(conn, self._cipher, keys, now, self._config, actor=self._actor)
+            batch = score_batch(conn, self._cipher, keys, now, self._config, actor=self._actor)
+            lead = batch.lead.score.tolist()
             held = _current(conn, self._cipher, keys)
             append_audit(
                 conn,
@@ -265,16 +269,16 @@ class ScoreRun:
                 at_us=to_micros(now),
             )
             changed: list[Event] = []
-            for s in scored:
-                if s.patient_key not in held:
+            for i, key in enumerate(batch.keys):
+                if key not in held:
                     continue  # erased or merged since the list was read
-                patient_id, before = held[s.patient_key]
-                after = scores_of(s, population)
+                patient_id, before = held[key]
+                after = scores_of(batch, lead, i, population)
                 _count(report, after, self._cutoff)
                 if after == before:
                     report.unchanged += 1
                 else:
-                    changed.append(scored_event(patient_id, s.patient_key, after, now))
+                    changed.append(scored_event(patient_id, key, after, now))
             if changed:
                 stored = self._intake.store_in(conn, changed, source="analytics", actor=self._actor)
                 report.written += stored.accepted  # not duplicates of an unfolded earlier run
