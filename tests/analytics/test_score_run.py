@@ -26,6 +26,7 @@ from telecrm.ingest.tables import events
 from telecrm.profiles.codec import decode
 from telecrm.profiles.rebuild import projection_digest, rebuild_projection
 from telecrm.profiles.tables import profiles, stage_transitions
+from telecrm.security.audit import audit_rows
 from telecrm.simulate import Simulation, SimulationConfig
 from telecrm.sync.mapping import load_mapping
 from telecrm.sync.planner import desired_records
@@ -147,6 +148,11 @@ def test_a_second_run_writes_only_what_changed_and_a_rebuild_reproduces_the_scor
     runtime.worker().drain(1000)
     again = run.run(clock.now())
     assert again.written == 0 and again.unchanged == first.patients
+    # Comparing needs the sealed adherence the profiles now hold: that read is audited.
+    measured = [k for k, (_, p) in stored_profiles(runtime).items() if "adherence_pdc" in p.values]
+    with runtime.engine.connect() as conn:
+        reads = audit_rows(conn, record_id=measured[0], limit=50)
+    assert any("adherence_pdc" in e["fields"] and e["action"] == "read" for e in reads)
     clock.advance(timedelta(days=7))  # lead points decay, so some scores move
     later = run.run(clock.now())
     assert 0 < later.written < later.patients + 1

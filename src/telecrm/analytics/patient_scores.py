@@ -62,25 +62,41 @@ class PatientScores:
         }
 
 
-def _profile_values(
+@dataclass(frozen=True, slots=True)
+class ProfilesRead:
+    """A batch's profile rows, read once: catalog values (the wanted sealed ones decrypted),
+    facts and patient ids, and which sealed fields were decrypted (for the audit entry)."""
+
+    values: dict[str, dict[str, Any]]
+    facts: dict[str, dict[str, Any]]
+    patient_ids: dict[str, str | None]
+    sealed_read: frozenset[str]
+
+
+def read_profiles(
     conn: Connection, cipher: FieldCipher, keys: Sequence[str], sealed_wanted: frozenset[str]
-) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    query = select(profiles.c.patient_key, profiles.c.attributes, profiles.c.sealed).where(
-        profiles.c.patient_key.in_(bindparam("keys", expanding=True))
-    )
-    out: dict[str, dict[str, Any]] = {}
+) -> ProfilesRead:
+    query = select(
+        profiles.c.patient_key, profiles.c.patient_id, profiles.c.attributes, profiles.c.sealed
+    ).where(profiles.c.patient_key.in_(bindparam("keys", expanding=True)))
+    values: dict[str, dict[str, Any]] = {}
+    facts: dict[str, dict[str, Any]] = {}
+    ids: dict[str, str | None] = {}
     read: set[str] = set()
     for start in range(0, len(keys), IN_CHUNK):
         for row in conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])}):
-            values = dict(orjson.loads(row.attributes).get("values", {}))
+            attributes = orjson.loads(row.attributes)
+            held = dict(attributes.get("values", {}))
             sealed = orjson.loads(row.sealed)
             for name in sealed_wanted & sealed.keys():
-                values[name] = cipher.decrypt_json(
+                held[name] = cipher.decrypt_json(
                     sealed[name], record_id=row.patient_key, field=name
                 )
                 read.add(name)
-            out[row.patient_key] = values
-    return out, read
+            values[row.patient_key] = held
+            facts[row.patient_key] = attributes.get("facts", {})
+            ids[row.patient_key] = row.patient_id
+    return ProfilesRead(values, facts, ids, frozenset(read))
 
 
 def _event_table(
@@ -147,12 +163,15 @@ def score_batch(
     actor: str,
     purpose: str = "analytics scores",
     period: MeasurementPeriod | None = None,
+    profiles_read: ProfilesRead | None = None,
 ) -> ScoreBatch:
-    """`score_patients` as arrays; reads and audits the same."""
+    """`score_patients` as arrays; reads and audits the same. `profiles_read`: the batch's
+    profiles when the caller read them already (with at least the lead rules' sealed fields)."""
     keys = list(dict.fromkeys(patient_keys))
     period = period or MeasurementPeriod.trailing(now.date())
     lead = config.lead
-    values, sealed_read = _profile_values(conn, cipher, keys, lead.profile_fields())
+    read = profiles_read or read_profiles(conn, cipher, keys, lead.profile_fields())
+    values, sealed_read = read.values, read.sealed_read
     profile_list = [values.get(k, {}) for k in keys]
     columns = {name: [v.get(name) for v in profile_list] for name in lead.profile_fields()}
     types = [r.event for r in lead.behaviour] + list(ENGAGEMENT_EVENTS)

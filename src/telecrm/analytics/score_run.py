@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Engine, select
 from threadpoolctl import threadpool_limits
 
 from telecrm.analytics import event_arrays as ea
@@ -32,14 +32,12 @@ from telecrm.analytics.churn import DEFAULT_HORIZON_DAYS, predict_churn, train_c
 from telecrm.analytics.clv import ModelNotFitted
 from telecrm.analytics.clv_scores import fit_clv, predict_clv
 from telecrm.analytics.features import churn_rows
-from telecrm.analytics.fills import IN_CHUNK
-from telecrm.analytics.patient_scores import ScoreBatch, score_batch
+from telecrm.analytics.patient_scores import ProfilesRead, ScoreBatch, read_profiles, score_batch
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
 from telecrm.domain.events import Event, parse_event
 from telecrm.ingest.intake import EventIntake
 from telecrm.profiles.tables import profiles
-from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
 
 SCORE_FIELDS = ("lead_score", "engagement_score", "churn_risk", "predicted_ltv", "adherence_pdc")
@@ -159,25 +157,16 @@ class RunReport:
         return self.pdc_adherent / self.pdc_measured if self.pdc_measured else None
 
 
-def _current(
-    conn: Connection, cipher: FieldCipher, keys: Sequence[str]
-) -> dict[str, tuple[str, dict[str, float | None]]]:
-    """Per profile: its patient id and the scores it holds now (PDC decrypted)."""
-    query = select(
-        profiles.c.patient_key, profiles.c.patient_id, profiles.c.attributes, profiles.c.sealed
-    ).where(profiles.c.patient_key.in_(bindparam("keys", expanding=True)))
+def _held(read: ProfilesRead) -> dict[str, tuple[str, dict[str, float | None]]]:
+    """Per live profile: its patient id and the five numbers it holds now."""
     out: dict[str, tuple[str, dict[str, float | None]]] = {}
-    for start in range(0, len(keys), IN_CHUNK):
-        for row in conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])}):
-            facts = orjson.loads(row.attributes).get("facts", {})
-            held: dict[str, float | None] = {n: facts.get(n) for n in SCORE_FIELDS[:4]}
-            token = orjson.loads(row.sealed).get("adherence_pdc")
-            held["adherence_pdc"] = (
-                None
-                if token is None
-                else cipher.decrypt_json(token, record_id=row.patient_key, field="adherence_pdc")
-            )
-            out[row.patient_key] = (row.patient_id, held)
+    for key, patient_id in read.patient_ids.items():
+        if patient_id is None:
+            continue
+        facts = read.facts[key]
+        held: dict[str, float | None] = {n: facts.get(n) for n in SCORE_FIELDS[:4]}
+        held["adherence_pdc"] = read.values[key].get("adherence_pdc")
+        out[key] = (patient_id, held)
     return out
 
 
@@ -256,18 +245,13 @@ class ScoreRun:
         self, keys: list[str], now: datetime, population: PopulationScores, report: RunReport
     ) -> None:
         with self._engine.begin() as conn:
-            batch = score_batch(conn, self._cipher, keys, now, self._config, actor=self._actor)
-            lead = batch.lead.score.tolist()
-            held = _current(conn, self._cipher, keys)
-            append_audit(
-                conn,
-                [
-                    AuditEntry(
-                        self._actor, "read", "profile", keys, ["adherence_pdc"], "analytics run"
-                    )
-                ],
-                at_us=to_micros(now),
+            wanted = self._config.lead.profile_fields() | {"adherence_pdc"}
+            read = read_profiles(conn, self._cipher, keys, wanted)  # once: scores and held
+            batch = score_batch(
+                conn, self._cipher, keys, now, self._config, actor=self._actor, profiles_read=read
             )
+            lead = batch.lead.score.tolist()
+            held = _held(read)
             changed: list[Event] = []
             for i, key in enumerate(batch.keys):
                 if key not in held:
