@@ -11,10 +11,11 @@ from rich.table import Table
 
 from telecrm.cli_support import console, fail
 from telecrm.reports.readiness import analyze
+from telecrm.reports.readiness_html import render_html
 from telecrm.reports.readiness_markdown import render_markdown
 from telecrm.reports.spec_loader import SpecError, load_spec
 
-FORMATS = ("md", "json")
+FORMATS = ("md", "json", "html")
 
 
 def _formats(raw: str) -> list[str]:
@@ -23,7 +24,7 @@ def _formats(raw: str) -> list[str]:
     if unknown or not chosen:
         raise fail(
             "--format takes a comma-separated list of: " + ", ".join(FORMATS),
-            hint="e.g. --format md,json (html and pdf come with `telecrm report`)",
+            hint="e.g. --format md,html (pdf comes with `telecrm report`)",
             code=2,
         )
     return chosen
@@ -32,7 +33,7 @@ def _formats(raw: str) -> list[str]:
 def analyze_command(
     spec: Path = typer.Argument(..., help="An OpenAPI 3.x or Swagger 2.0 document (JSON or YAML)"),
     out: Path = typer.Option(Path("readiness"), "--out", help="Directory for the report files"),
-    fmt: str = typer.Option("md,json", "--format", help="Comma-separated: md, json"),
+    fmt: str = typer.Option("md,json,html", "--format", help="Comma-separated: md, json, html"),
     validate: bool = typer.Option(
         True, "--validate/--no-validate", help="Check the shape with openapi-spec-validator first"
     ),
@@ -58,6 +59,9 @@ def analyze_command(
                 orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"
             )
             written.append(out / "readiness.json")
+        if "html" in formats:
+            (out / "readiness.html").write_text(render_html(report), encoding="utf-8")
+            written.append(out / "readiness.html")
     except OSError as exc:
         raise fail(f"cannot write the report to {escape(str(out))}: {exc.strerror}") from None
     s = report["summary"]
