@@ -83,6 +83,15 @@ def engine(
 
 
 @pytest.fixture
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich sizes tables to the terminal it found at import: give CLI tests room so nothing is cut."""
+    from telecrm import cli_support
+
+    monkeypatch.setattr(cli_support.console, "width", 240)
+    monkeypatch.setattr(cli_support.err_console, "width", 240)
+
+
+@pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
 

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
-from telecrm import cli_support
 from telecrm.messaging.template_commands import templates_app
 from telecrm.messaging.templates import TemplateCatalog
 from telecrm.security.tables import audit_log
@@ -19,11 +18,7 @@ from tests.support.builders import MASTER_KEY, customer_journey
 CATALOG = TemplateCatalog.load()
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Rich sizes tables to the terminal it found at import; give it room so names are not cut.
-    monkeypatch.setattr(cli_support.console, "width", 240)
-    monkeypatch.setattr(cli_support.err_console, "width", 240)
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def run(*args: str, env: dict[str, str] | None = None):

@@ -10,7 +10,6 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from telecrm import cli_support
 from telecrm.cli import app
 from telecrm.simulate.platform_api import create_platform_app
 from telecrm.simulate.platform_data import PlatformData
@@ -18,10 +17,7 @@ from telecrm.simulate.platform_data import PlatformData
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_support.console, "width", 200)
-    monkeypatch.setattr(cli_support.err_console, "width", 200)
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def analyze(*args: str):

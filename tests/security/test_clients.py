@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
-from telecrm import cli_support
 from telecrm.cli import app
 from telecrm.security.clients import (
     ClientError,
@@ -65,9 +64,7 @@ def test_bad_names_roles_and_ids_are_refused(engine: Engine) -> None:
 
 
 @pytest.fixture
-def env(engine: Engine, tmp_path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    monkeypatch.setattr(cli_support.console, "width", 200)
-    monkeypatch.setattr(cli_support.err_console, "width", 200)
+def env(engine: Engine, tmp_path, wide_console: None) -> dict[str, str]:
     return {
         "TELECRM_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "TELECRM_MASTER_KEY": MASTER_KEY,

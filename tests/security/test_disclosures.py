@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
-from telecrm import cli_support
 from telecrm.bootstrap import Runtime, bootstrap
 from telecrm.cli import app
 from telecrm.domain.clock import FrozenClock, to_micros
@@ -227,18 +226,12 @@ def test_a_retention_under_six_years_is_refused_with_the_reason(runtime: Runtime
 
 
 # -- the command ---------------------------------------------------------------------------------
-@pytest.fixture
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_support.console, "width", 220)
-    monkeypatch.setattr(cli_support.err_console, "width", 220)
-
-
 def test_the_command_gives_the_accounting_as_table_json_and_escaped_html_and_audits_each_read(
     runtime: Runtime,
     clock: FrozenClock,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    wide: None,
+    wide_console: None,
 ) -> None:
     logs = io.StringIO()
     configure_logging("DEBUG", stream=logs)
@@ -293,7 +286,7 @@ def test_the_command_gives_the_accounting_as_table_json_and_escaped_html_and_aud
 
 
 def test_the_command_refuses_what_it_cannot_answer_in_one_line(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, wide: None
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, wide_console: None
 ) -> None:
     monkeypatch.setattr(compliance_commands, "runtime", lambda: runtime)
     runner = CliRunner()
@@ -312,7 +305,7 @@ def test_the_command_refuses_what_it_cannot_answer_in_one_line(
 
 
 def test_prune_from_the_command_line_keeps_what_is_younger_than_six_years(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, wide: None
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, wide_console: None
 ) -> None:
     now_us = to_micros(runtime.clock.now())
     with runtime.engine.begin() as conn:

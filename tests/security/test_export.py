@@ -17,7 +17,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from telecrm import cli_support
 from telecrm.bootstrap import Runtime
 from telecrm.cli import app
 from telecrm.domain.clock import FrozenClock
@@ -121,18 +120,12 @@ def test_the_page_escapes_every_value(runtime: Runtime, clock: FrozenClock, tmp_
         assert f">{section}</h2>" in page
 
 
-@pytest.fixture
-def wide(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_support.console, "width", 220)
-    monkeypatch.setattr(cli_support.err_console, "width", 220)
-
-
 def test_the_command_writes_private_files_in_the_folder_audited_and_never_overwrites(
     runtime: Runtime,
     clock: FrozenClock,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    wide: None,
+    wide_console: None,
 ) -> None:
     out = tmp_path / "exports"
     logs = io.StringIO()
@@ -171,7 +164,11 @@ def test_the_command_writes_private_files_in_the_folder_audited_and_never_overwr
 
 @pytest.mark.parametrize("hostile", ["../../etc/x", "/etc/passwd", "a/../../b", "..", "CON"])
 def test_a_patient_id_never_picks_where_the_files_go(
-    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hostile: str, wide: None
+    runtime: Runtime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hostile: str,
+    wide_console: None,
 ) -> None:
     out = tmp_path / "a" / "b" / "exports"
     json_path, html_path = export_paths(out, hostile, (".json", ".html"))
