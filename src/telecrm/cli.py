@@ -18,7 +18,12 @@ from telecrm.reports.analyze_commands import analyze_command
 from telecrm.sandbox.commands import sandbox_app
 from telecrm.security.client_commands import clients_app
 from telecrm.security.commands import audit_app, keys_app, secrets_app
-from telecrm.security.compliance_commands import disclosures_app, erase_command, export_command
+from telecrm.security.compliance_commands import (
+    disclosures_app,
+    erase_command,
+    export_command,
+    retention_app,
+)
 from telecrm.simulate.cli import simulate_app
 from telecrm.sync.commands import crm_app, dlq_app, mapping_app, sync_app
 
@@ -38,6 +43,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(disclosures_app, name="disclosures")
+app.add_typer(retention_app, name="retention")
 patients_app.command("export")(export_command)
 patients_app.command("erase")(erase_command)
 app.add_typer(secrets_app, name="secrets")

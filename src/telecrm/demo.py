@@ -312,6 +312,8 @@ def demo_command(
         raise fail("a planted PHI value reached a messaging provider without a BAA")
     if not (accessed["roles_ok"] and accessed["phi_hidden_from_marketing"]):
         raise fail("an API client's role saw a patient field it must not (see the access table)")
+    if not accessed["erasure"]["erased"] or accessed["erasure"]["still_open"]:
+        raise fail("an erased patient's event payload can still be read (see the erasure line)")
     if not (accessed["refusals_ok"] and accessed["rate_limited"]):
         raise fail("the read API let through a request it must refuse (see the refusals table)")
 

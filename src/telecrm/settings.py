@@ -186,6 +186,24 @@ class Settings(BaseSettings):
         "prune` deletes only older rows. At least 2192 days (six years)",
     )
 
+    event_retention_days: int | None = Field(
+        None,
+        description="Patients with no event for longer than this many days are removed whole by "
+        "`telecrm retention prune` (events, profile, messages, journeys; disclosures and the "
+        "audit log are kept). Unset: keep forever. At least 2192 days (six years)",
+    )
+
+    @field_validator("event_retention_days")
+    @classmethod
+    def _events_six_years_at_least(cls, value: int | None) -> int | None:
+        if value is not None and value < DISCLOSURE_RETENTION_MIN_DAYS:
+            raise ValueError(
+                f"is {value} days, but patient records are kept at least "
+                f"{DISCLOSURE_RETENTION_MIN_DAYS} days (six years, as long as the accounting of "
+                f"their disclosures); set it to {DISCLOSURE_RETENTION_MIN_DAYS} or more, or unset it"
+            )
+        return value
+
     @field_validator("disclosure_retention_days")
     @classmethod
     def _six_years_at_least(cls, value: int) -> int:

@@ -52,6 +52,9 @@ def test_the_access_part_shows_each_roles_fields_and_never_a_value(
     assert result["roles_ok"] and result["phi_hidden_from_marketing"] and result["care_sees_phi"]
     assert result["refusals_ok"] and result["disclosures"] == 1
     assert result["rate_limited"] and result["intake_during_flood"] == 202
+    # After the export, the patient is erased: every payload of theirs is shredded.
+    assert result["erasure"]["erased"] > 0 and result["erasure"]["still_open"] == 0
+    assert "0 still open" in out
     assert "5 answered 200, 7 answered 429" in out
     assert "│ dynamics    │ 1           │ 1" in out
     assert not canaries_in(out) and "tcs_" not in out

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from telecrm.security.envelope import MIN_TOKEN_BYTES, FieldCipher
-from telecrm.security.errors import DecryptionFailed, SecurityError, UnknownDataKey
+from telecrm.security.errors import DecryptionFailed, SecurityError, Shredded, UnknownDataKey
 
 OLD_ID = "0123456789abcdef"
 NEW_ID = "fedcba9876543210"
@@ -150,3 +150,39 @@ def test_any_single_byte_change_makes_decryption_fail(plaintext, record_id, fiel
     with pytest.raises(SecurityError) as caught:
         CIPHER.decrypt(bytes(token), record_id=record_id, field=field)
     assert isinstance(caught.value, DecryptionFailed | UnknownDataKey)
+
+
+# Format 2: payloads sealed under a key derived from the data key and a patient's salt.
+SALT_A, SALT_B = bytes(32), bytes(range(1, 33))
+
+
+@given(plaintext=st.binary(max_size=256), record_id=st.text(max_size=40))
+def test_a_salted_token_opens_only_with_its_salt(plaintext, record_id):
+    token = CIPHER.encrypt(plaintext, record_id=record_id, field="data", salt=SALT_A)
+    assert token[0] == 2 and FieldCipher.key_id_of(token) == OLD_ID
+    assert CIPHER.decrypt(token, record_id=record_id, field="data", salt=SALT_A) == plaintext
+    with pytest.raises(DecryptionFailed):  # another patient's salt
+        CIPHER.decrypt(token, record_id=record_id, field="data", salt=SALT_B)
+    with pytest.raises(Shredded):  # the salt was destroyed: no key opens it
+        CIPHER.decrypt(token, record_id=record_id, field="data")
+
+
+def test_a_salted_token_does_not_open_under_the_plain_data_key():
+    token = bytearray(CIPHER.encrypt(CANARY, record_id="evt_1", field="data", salt=SALT_A))
+    token[0] = 1  # claim the shared-key format: the derived key is not the data key
+    with pytest.raises(DecryptionFailed) as caught:
+        CIPHER.decrypt(bytes(token), record_id="evt_1", field="data")
+    assert "CANARY" not in str(caught.value)
+
+
+def test_a_salt_of_the_wrong_length_is_refused():
+    with pytest.raises(ValueError):
+        CIPHER.encrypt(b"x", record_id="evt_1", field="data", salt=b"short")
+
+
+def test_salted_tokens_written_before_a_rotation_still_open():
+    token = CIPHER.encrypt(CANARY, record_id="evt_1", field="data", salt=SALT_A)
+    rotated = FieldCipher(NEW_ID, {OLD_ID: bytes(range(32)), NEW_ID: os.urandom(32)})
+    assert rotated.decrypt(token, record_id="evt_1", field="data", salt=SALT_A) == CANARY
+    fresh = rotated.encrypt(CANARY, record_id="evt_1", field="data", salt=SALT_A)
+    assert FieldCipher.key_id_of(fresh) == NEW_ID

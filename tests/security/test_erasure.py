@@ -43,7 +43,7 @@ def test_erasure_removes_every_value_stops_messages_and_is_audited(
         args = ["patients", "erase", PID, "--reason", "patient request #9", "--yes"]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
-        assert "erased" in result.stdout and "encrypted values removed" in result.stdout
+        assert "erased" in result.stdout and "event payloads now unreadable" in result.stdout
         assert not any(c in result.output for c in CANARIES)
         engine = s.runtime.engine
         with engine.connect() as conn:

@@ -16,25 +16,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, bindparam, select
 
 from telecrm.analytics.adherence import Fill
 from telecrm.domain.clock import from_micros
 from telecrm.ingest.tables import events
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.shredding import open_payload, with_salts
 
 IN_CHUNK = 500  # patients per query: SQLite allows 32,766 bound parameters, keep lists short
 FILL_EVENTS = ("prescription.approved", "order.paid")
 
 _ROWS = (
-    select(
-        events.c.event_id,
-        events.c.type,
-        events.c.patient_key,
-        events.c.occurred_us,
-        events.c.seq,
-        events.c.payload,
+    with_salts(
+        select(
+            events.c.event_id,
+            events.c.type,
+            events.c.patient_key,
+            events.c.occurred_us,
+            events.c.seq,
+            events.c.payload,
+        )
     )
     .where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
     .where(events.c.type.in_(FILL_EVENTS))
@@ -47,7 +49,10 @@ def fills_from_rows(rows: Sequence[Any], cipher: FieldCipher) -> list[Fill]:
     fills: list[Fill] = []
     for r in sorted(rows, key=lambda r: (r.occurred_us, r.seq)):
         if r.type == "prescription.approved":
-            data = orjson.loads(cipher.decrypt(r.payload, record_id=r.event_id, field="data"))
+            data = open_payload(cipher, r)
+            if data is None:  # shredded by an erasure
+                current = None
+                continue
             supply = data.get("days_supply")
             medication = data.get("medication")
             if isinstance(medication, str) and isinstance(supply, int) and supply > 0:

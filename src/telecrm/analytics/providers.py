@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Any
 
-import orjson
 from sqlalchemy import Connection, select
 
 from telecrm.analytics.small_cells import MIN_CELL
@@ -28,6 +26,7 @@ from telecrm.ingest.tables import events
 from telecrm.messaging.tables import nps_responses
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.shredding import open_payload, with_salts
 
 POOLED = "pooled"
 TYPES = (
@@ -93,20 +92,23 @@ def provider_performance(
     prescriptions: list[tuple[str, int, str | None]] = []
     read_events: list[str] = []
     query = (
-        select(
-            events.c.event_id,
-            events.c.type,
-            events.c.patient_key,
-            events.c.occurred_us,
-            events.c.payload,
+        with_salts(
+            select(
+                events.c.event_id,
+                events.c.type,
+                events.c.patient_key,
+                events.c.occurred_us,
+                events.c.payload,
+            )
         )
         .where(events.c.type.in_(TYPES))
         .order_by(events.c.occurred_us, events.c.seq)
     )
-    for event_id, type_, patient, at_us, payload in conn.execute(query):
-        data: dict[str, Any] = orjson.loads(
-            cipher.decrypt(payload, record_id=event_id, field="data")
-        )
+    for row in conn.execute(query):
+        event_id, type_, patient, at_us = row.event_id, row.type, row.patient_key, row.occurred_us
+        data = open_payload(cipher, row)
+        if data is None:  # an erased patient's event: not counted
+            continue
         read_events.append(event_id)
         cid = data.get("consultation_id")
         if type_ == "prescription.approved":

@@ -34,6 +34,7 @@ from telecrm.profiles.tables import profiles
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.clients import create_client
 from telecrm.security.demo_compliance import (
+    erase_patient,
     export_for_patient,
     show_accounting,
     show_audit_trail,
@@ -74,6 +75,7 @@ def _run(rt: Runtime, console: Console, out_dir: Path) -> dict[str, Any]:
         )
     out["files"] = export_for_patient(rt, console, patient, out_dir)
     show_audit_trail(rt, console, patient, audit_start)
+    out["erasure"] = erase_patient(rt, console, patient)  # after they took their copy
     out.update(_rate_limits(rt, console, tokens[Role.MARKETING]))
     out["doctor"] = _doctor(rt, console)
     return out

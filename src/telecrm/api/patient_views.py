@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, and_, or_, select
 
 from telecrm.domain.clock import from_micros
@@ -24,6 +23,7 @@ from telecrm.ingest.tables import events
 from telecrm.profiles.codec import decode
 from telecrm.profiles.tables import profiles, stage_transitions
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.shredding import open_payload, with_salts
 
 EVENT, STAGE = 0, 1  # timeline item kinds, in the order items of the same instant are listed
 
@@ -74,13 +74,15 @@ def fields_set_by(type_: str, version: int, data: dict[str, Any], patient_key: s
 
 
 def _events_after(patient_key: str, after: tuple[int, ...] | None, limit: int) -> Any:
-    query = select(
-        events.c.seq,
-        events.c.event_id,
-        events.c.type,
-        events.c.version,
-        events.c.occurred_us,
-        events.c.payload,
+    query = with_salts(
+        select(
+            events.c.seq,
+            events.c.event_id,
+            events.c.type,
+            events.c.version,
+            events.c.occurred_us,
+            events.c.payload,
+        )
     ).where(events.c.patient_key == patient_key)
     if after is not None:
         at, kind, seq = after
@@ -110,7 +112,9 @@ def _stages_after(patient_key: str, after: tuple[int, ...] | None, limit: int) -
 def _event_data(
     row: Any, cipher: FieldCipher, patient_key: str, allowed: frozenset[str]
 ) -> tuple[dict[str, Any] | None, set[str]]:
-    data = orjson.loads(cipher.decrypt(row.payload, record_id=row.event_id, field="data"))
+    data = open_payload(cipher, row)
+    if data is None:  # shredded by an erasure: type and time only
+        return None, set()
     try:
         written = fields_set_by(row.type, row.version, data, patient_key)
     except Exception:  # an event the fold cannot read alone: withhold rather than guess

@@ -33,6 +33,7 @@ from telecrm.ingest.tables import (
 )
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.shredding import seal_payloads
 from telecrm.store.upsert import insert_ignoring_conflicts, insert_rows_fast
 
 IN_CHUNK = 500  # bound the size of IN (...) lists on both engines
@@ -340,7 +341,7 @@ class EventIntake:
                         "occurred_us": e.occurred_us,
                         "received_us": now_us,
                         "source": item.source,
-                        "payload": cipher.encrypt(payload, record_id=e.id, field="data"),
+                        "payload": payload,  # sealed below, per patient (seal_payloads)
                     }
                 )
                 pending.add(key)
@@ -381,6 +382,7 @@ class EventIntake:
             )
 
         if rows:
+            seal_payloads(conn, cipher, rows, now_us=now_us)
             insert_rows_fast(conn, events, rows)
         # A plain insert: a concurrent writer storing the same fact raises IntegrityError, and
         # the retry in store_group then counts this one as the duplicate.

@@ -37,6 +37,7 @@ from telecrm.profiles.tables import profiles
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.blind_index import BlindIndex
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.shredding import open_payload, with_salts
 from telecrm.store.upsert import insert_ignoring_conflicts
 
 IN_CHUNK = 500
@@ -134,17 +135,18 @@ def record_consent(conn: Connection, patient_key: str, entries: Iterable[Consent
 def load_event_data(
     conn: Connection, cipher: FieldCipher, event_ids: Sequence[str]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """{event id: (type, decrypted data)} for the events that exist."""
+    """{event id: (type, decrypted data)} for the events that exist and are not shredded."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     ids = sorted(set(event_ids))
     for start in range(0, len(ids), IN_CHUNK):
         for r in conn.execute(
-            select(events.c.event_id, events.c.type, events.c.payload).where(
+            with_salts(select(events.c.event_id, events.c.type, events.c.payload)).where(
                 events.c.event_id.in_(ids[start : start + IN_CHUNK])
             )
         ):
-            raw = cipher.decrypt(r.payload, record_id=r.event_id, field="data")
-            out[r.event_id] = (r.type, orjson.loads(raw))
+            data = open_payload(cipher, r)
+            if data is not None:  # None: the patient was erased, nothing to send from it
+                out[r.event_id] = (r.type, data)
     return out
 
 

@@ -1,17 +1,21 @@
-"""Reading the event log back: decrypting payloads into domain Events, in per-patient order."""
+"""Reading the event log back: decrypting payloads into domain Events, in per-patient order.
+
+An erased patient's payloads are shredded (security/shredding.py): `decode_event` answers None
+for them and the fold skips them, live and in a rebuild alike.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, bindparam, select
 
 from telecrm.domain.clock import from_micros
 from telecrm.domain.events import Event, event_from_stored
 from telecrm.ingest.tables import events
 from telecrm.security.envelope import FieldCipher
+from telecrm.security.shredding import open_payload, with_salts
 
 IN_CHUNK = 500
 
@@ -28,8 +32,11 @@ EVENT_COLUMNS = (
 )
 
 
-def decode_event(row: Any, cipher: FieldCipher) -> Event:
-    data = orjson.loads(cipher.decrypt(row.payload, record_id=row.event_id, field="data"))
+def decode_event(row: Any, cipher: FieldCipher) -> Event | None:
+    """The domain event of a row, or None if its patient was erased (payload shredded)."""
+    data = open_payload(cipher, row)
+    if data is None:
+        return None
     return event_from_stored(
         event_id=row.event_id,
         type_=row.type,
@@ -42,7 +49,9 @@ def decode_event(row: Any, cipher: FieldCipher) -> Event:
 
 
 # Built once: an expanding IN parameter keeps SQLAlchemy's compiled-statement cache warm.
-_ROWS_OF = select(*EVENT_COLUMNS).where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
+_ROWS_OF = with_salts(select(*EVENT_COLUMNS)).where(
+    events.c.patient_key.in_(bindparam("keys", expanding=True))
+)
 _NEW_ROWS_OF = _ROWS_OF.where(events.c.processed.is_(False))
 
 

@@ -221,8 +221,9 @@ class ProfileWorker:
             if needs_refold:
                 everything = rows_for(conn, [key, *anon_stream_keys], unprocessed_only=False)
                 ordered = merge_ordered(*everything.values())
+                decoded = (decode_event(r, cipher) for r in ordered)
                 p, history = fold(
-                    key, (decode_event(r, cipher) for r in ordered), now, self._thresholds
+                    key, (e for e in decoded if e is not None), now, self._thresholds
                 )
                 old_tokens, old_plain = current.sealed_tokens, current.sealed_plain
                 current = StoredProfile(
@@ -244,7 +245,8 @@ class ProfileWorker:
             else:
                 for r in fresh:
                     e = decode_event(r, cipher)
-                    step(p, e, self._thresholds, history)
+                    if e is not None:  # None: shredded by an erasure
+                        step(p, e, self._thresholds, history)
                 if fresh:
                     current.last_occurred_us, current.last_seq = (
                         fresh[-1].occurred_us,

@@ -208,10 +208,11 @@ def erase_command(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
     actor: str = typer.Option("cli", help="Who erases (recorded in the audit log)"),
 ) -> None:
-    """Erase a patient: every identifying and health value goes; counters stay for reporting.
+    """Erase a patient: every identifying and health value goes, in the log too.
 
-    Writes a `patient.deleted` event (source `erasure`) and folds it: the profile's encrypted
-    values are removed, no message is sent to the patient again, journeys end, and CRMs whose
+    Writes a `patient.deleted` event (source `erasure`), destroys the patient's key so none of
+    their earlier events can be decrypted again (crypto-shredding), and folds what is left: the
+    profile's values are removed, no message is sent to the patient again, journeys end, and CRMs whose
     mapping has `mode: mirror` archive or delete the patient's records on the next sync. Export
     the record first if the patient asked for a copy (`telecrm patients export`).
     """
@@ -221,24 +222,81 @@ def erase_command(
     if not yes:
         typer.confirm(f"Erase {patient_id}? This cannot be undone", abort=True)
     rt = runtime()
-    index = rt.blind_index()  # keys before the transaction
+    index, cipher = rt.blind_index(), rt.cipher()  # keys before the transaction
     try:
         done = request_erasure(
-            rt.engine, rt.intake(), index, patient_id, reason=why, actor=actor, now=rt.clock.now()
+            rt.engine,
+            rt.intake(),
+            index,
+            patient_id,
+            cipher=cipher,
+            reason=why,
+            actor=actor,
+            now=rt.clock.now(),
         )
     except PatientNotFound as exc:
         raise fail(f"{exc}: check the patient id") from None
     folded = rt.worker().drain()
     mirrors = [m.destination for m in rt.mappings() if m.mode == "mirror"]
     console.print(
-        f"erased {done.patient_key}: {done.sealed_fields} encrypted values removed "
-        f"(event {done.event_id}; {folded.events:,} events folded); audited with the reason"
+        f"erased {done.patient_key}: {done.sealed_fields} encrypted profile values removed, "
+        f"{done.keys_destroyed} patient key(s) destroyed, {done.events_shredded:,} event "
+        f"payloads now unreadable (event {done.event_id}; {folded.events:,} events folded); "
+        "audited with the reason"
     )
     console.print(
         "CRMs in mirror mode, archived on their next sync: "
         + (", ".join(mirrors) if mirrors else "none configured (records stay in the CRMs)")
     )
     console.print(
-        "[yellow]note:[/] the patient's earlier events stay in the append-only log, encrypted "
-        "under the shared data keys (crypto-shredding is not built yet: docs/compliance.md)"
+        "the log keeps each event's id, type and time; no key opens their values any more "
+        "(crypto-shredding: docs/compliance.md)"
     )
+
+
+retention_app = typer.Typer(
+    help="Retention: remove patients inactive for longer than TELECRM_EVENT_RETENTION_DAYS.",
+    no_args_is_help=True,
+)
+
+
+@retention_app.command("prune")
+@friendly_errors
+def retention_prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; change nothing"),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
+    actor: str = typer.Option("cli", help="Who prunes (recorded in the audit log)"),
+) -> None:
+    """Remove every patient with no event for longer than the retention, whole and audited.
+
+    A patient goes with their linked visitors: events, profile, stage history, messages,
+    consent, journeys, sync bookkeeping and their key (so backups of the log are shredded for
+    them too). Kept: the accounting of disclosures (`disclosures prune`), the audit log, CRM
+    record digests. A rebuild afterwards agrees with the live projection.
+    """
+    from telecrm.security.retention import prune_inactive_patients
+
+    rt = runtime()
+    days = rt.settings.event_retention_days
+    if days is None:
+        raise fail(
+            "TELECRM_EVENT_RETENTION_DAYS is not set: telecrm keeps every patient",
+            hint="set it to 2192 (six years) or more, then run this again",
+            code=2,
+        )
+    if not dry_run and not yes:
+        typer.confirm(
+            f"Remove every patient inactive for more than {days:,} days? This cannot be undone",
+            abort=True,
+        )
+    with rt.engine.begin() as conn:
+        report = prune_inactive_patients(
+            conn, now_us=now_us(rt), retention_days=days, actor=actor, dry_run=dry_run
+        )
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {report.patients:,} patients (and visitors) with no event since "
+        f"{when(report.cutoff)} (retention {days:,} days): {report.events:,} events"
+    )
+    for table, n in sorted(report.rows.items()):
+        console.print(f"  {table}: {n:,} rows", highlight=False)

@@ -120,3 +120,43 @@ def show_audit_trail(rt: Runtime, console: Console, patient: str, after_seq: int
         + ", ".join(f"{n} {action}" for action, n in actions.items()),
         highlight=False,
     )
+
+
+ERASE_REASON = "demo erasure request"
+
+
+def erase_patient(rt: Runtime, console: Console, patient: str) -> dict[str, Any]:
+    """`telecrm patients erase`: the patient's key destroyed, then every payload of theirs tried."""
+    from sqlalchemy import select
+
+    from telecrm.ingest.tables import events
+    from telecrm.security.erasure import request_erasure
+    from telecrm.security.shredding import open_payload, with_salts
+
+    index, cipher = rt.blind_index(), rt.cipher()  # keys before the transaction
+    done = request_erasure(
+        rt.engine,
+        rt.intake(),
+        index,
+        patient,
+        cipher=cipher,
+        reason=ERASE_REASON,
+        actor="demo",
+        now=rt.clock.now(),
+    )
+    rt.worker().drain()
+    with rt.engine.connect() as conn:
+        rows = conn.execute(
+            with_salts(select(events)).where(events.c.patient_key == done.patient_key)
+        ).all()
+    still_open = sum(
+        1 for r in rows if r.type != "patient.deleted" and open_payload(cipher, r) is not None
+    )
+    console.print(
+        f"erasure: {patient} asked to be forgotten; {done.keys_destroyed} key(s) destroyed, "
+        f"{done.events_shredded:,} event payloads shredded ({still_open} still open), "
+        f"{done.sealed_fields} profile values removed; the log keeps {len(rows):,} events as "
+        "type and time only; audited",
+        highlight=False,
+    )
+    return {"erased": done.events_shredded, "still_open": still_open}

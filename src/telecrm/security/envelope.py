@@ -5,12 +5,21 @@ id in the header lets old ciphertexts decrypt after a new data key becomes activ
 needs no schema change and no downtime. The associated data is the header followed by the
 length-prefixed record id and the field name, so a token copied to another row or column fails
 authentication instead of decrypting to someone else's value.
+
+Event payloads use format 2 (``0x02 | key id | salt tag (4 bytes) | nonce | ciphertext | tag``):
+the AES key is HMAC-SHA256(data key, "telecrm/payload/v2" || patient salt), a random 32-byte salt
+kept per patient in ``patient_salts``; the salt tag (the first bytes of the salt's SHA-256) tells
+a salt destroyed by an erasure from the new one of a patient who registered again. Deleting a patient's salt makes every payload sealed for
+them unreadable by anyone, with any key (crypto-shredding; security/shredding.py). HMAC keyed by
+the data key is a PRF, so a derived key says nothing about the data key or another patient's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import os
 import struct
 from collections.abc import Mapping
@@ -20,9 +29,14 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from telecrm.security.errors import DecryptionFailed, UnknownDataKey
+from telecrm.security.errors import DecryptionFailed, Shredded, UnknownDataKey
 
 FORMAT_VERSION = 1
+SALTED_FORMAT_VERSION = 2  # per-patient derived key (crypto-shredding)
+SALT_BYTES = 32
+_DERIVE_LABEL = b"telecrm/payload/v2"
+SALT_TAG_BYTES = 4
+_DERIVED_CACHE = 4096  # derived AEADs kept: a patient's events decrypt under one
 KEY_BYTES = 32  # AES-256
 KEY_ID_BYTES = 8  # shown as 16 hex characters, the width of data_keys.key_id
 NONCE_BYTES = 12  # the 96-bit nonce GCM is specified for (NIST SP 800-38D)
@@ -30,8 +44,10 @@ TAG_BYTES = 16
 HEADER_BYTES = 1 + KEY_ID_BYTES
 BODY_START = HEADER_BYTES + NONCE_BYTES
 MIN_TOKEN_BYTES = BODY_START + TAG_BYTES
+SALTED_HEADER_BYTES = HEADER_BYTES + SALT_TAG_BYTES
 
 _VERSION_BYTE = bytes([FORMAT_VERSION])
+_SALTED_BYTE = bytes([SALTED_FORMAT_VERSION])
 _pack_length = struct.Struct(">I").pack
 
 
@@ -46,6 +62,11 @@ def key_id_bytes(key_id: str) -> bytes:
     return raw
 
 
+def salt_tag(salt: bytes) -> bytes:
+    """The few bytes a format-2 token carries to name the salt it was sealed under."""
+    return hashlib.sha256(salt).digest()[:SALT_TAG_BYTES]
+
+
 def _associated_data(header: bytes, record_id: str, field: str) -> bytes:
     # Only the record id needs a length prefix: the field runs to the end, so ("ab", "c") and
     # ("a", "bc") give different bytes.
@@ -56,7 +77,14 @@ def _associated_data(header: bytes, record_id: str, field: str) -> bytes:
 class FieldCipher:
     """Encrypts under the active data key; decrypts under any key it was given."""
 
-    __slots__ = ("_active_aead", "_active_header", "_aeads", "active_key_id")
+    __slots__ = (
+        "_active_aead",
+        "_active_header",
+        "_aeads",
+        "_derived",
+        "_keys",
+        "active_key_id",
+    )
 
     def __init__(self, active_key_id: str, keys: Mapping[str, bytes]) -> None:
         if active_key_id not in keys:
@@ -69,34 +97,74 @@ class FieldCipher:
             aeads[key_id_bytes(key_id)] = AESGCM(key)
         self.active_key_id = active_key_id
         self._aeads = aeads
+        self._keys = {key_id_bytes(k): bytes(v) for k, v in keys.items()}
+        self._derived: dict[tuple[bytes, bytes], AESGCM] = {}
         self._active_header = _VERSION_BYTE + key_id_bytes(active_key_id)
         self._active_aead = aeads[key_id_bytes(active_key_id)]
 
-    def encrypt(self, plaintext: bytes, *, record_id: str, field: str) -> bytes:
-        header = self._active_header
+    def _derived_aead(self, key_id: bytes, salt: bytes) -> AESGCM:
+        aead = self._derived.get((key_id, salt))
+        if aead is None:
+            key = self._keys.get(key_id)
+            if key is None:
+                raise UnknownDataKey(key_id.hex())
+            if len(self._derived) >= _DERIVED_CACHE:
+                self._derived.clear()  # cheap to rebuild; a bound, not an LRU
+            aead = AESGCM(hmac.digest(key, _DERIVE_LABEL + salt, "sha256"))
+            self._derived[(key_id, salt)] = aead
+        return aead
+
+    def encrypt(
+        self, plaintext: bytes, *, record_id: str, field: str, salt: bytes | None = None
+    ) -> bytes:
+        """Seal under the active data key; with ``salt``, under the patient's derived key."""
+        if salt is None:
+            header, aead = self._active_header, self._active_aead
+        else:
+            if len(salt) != SALT_BYTES:
+                raise ValueError(f"a patient salt is {SALT_BYTES} bytes")
+            header = _SALTED_BYTE + self._active_header[1:] + salt_tag(salt)
+            aead = self._derived_aead(self._active_header[1:], salt)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._active_aead.encrypt(
-            nonce, plaintext, _associated_data(header, record_id, field)
-        )
+        sealed = aead.encrypt(nonce, plaintext, _associated_data(header, record_id, field))
         return header + nonce + sealed
 
-    def decrypt(self, token: bytes, *, record_id: str, field: str) -> bytes:
+    def decrypt(
+        self, token: bytes, *, record_id: str, field: str, salt: bytes | None = None
+    ) -> bytes:
+        """Open a token of either format; a salted one needs its patient's salt.
+
+        Raises Shredded for a salted token when ``salt`` is None: the patient's salt was
+        deleted by an erasure (callers join ``patient_salts`` and pass what they found).
+        """
         if len(token) < MIN_TOKEN_BYTES:
             raise DecryptionFailed(
                 "not a telecrm ciphertext (too short)", record_id=record_id, field=field
             )
-        if token[0] != FORMAT_VERSION:
+        if token[0] == FORMAT_VERSION:
+            header = bytes(token[:HEADER_BYTES])
+            aead = self._aeads.get(header[1:])
+            if aead is None:
+                raise UnknownDataKey(header[1:].hex())
+        elif token[0] == SALTED_FORMAT_VERSION:
+            if len(token) < MIN_TOKEN_BYTES + SALT_TAG_BYTES:
+                raise DecryptionFailed(
+                    "not a telecrm ciphertext (too short)", record_id=record_id, field=field
+                )
+            header = bytes(token[:SALTED_HEADER_BYTES])
+            if salt is None or salt_tag(bytes(salt)) != header[HEADER_BYTES:]:
+                # The salt it was sealed under is gone (a later one may exist: registered again)
+                raise Shredded(record_id=record_id, field=field)
+            aead = self._derived_aead(header[1:HEADER_BYTES], bytes(salt))
+        else:
             raise DecryptionFailed(
                 f"unknown ciphertext format version {token[0]}", record_id=record_id, field=field
             )
-        header = bytes(token[:HEADER_BYTES])
-        aead = self._aeads.get(header[1:])
-        if aead is None:
-            raise UnknownDataKey(header[1:].hex())
+        body = len(header)
         try:
             return aead.decrypt(
-                token[HEADER_BYTES:BODY_START],
-                token[BODY_START:],
+                token[body : body + NONCE_BYTES],
+                token[body + NONCE_BYTES :],
                 _associated_data(header, record_id, field),
             )
         except InvalidTag:
@@ -135,7 +203,10 @@ class FieldCipher:
     @staticmethod
     def key_id_of(token: bytes) -> str:
         """The id of the data key a token was encrypted under (to find rows to re-encrypt)."""
-        if len(token) < MIN_TOKEN_BYTES or token[0] != FORMAT_VERSION:
+        if len(token) < MIN_TOKEN_BYTES or token[0] not in (
+            FORMAT_VERSION,
+            SALTED_FORMAT_VERSION,
+        ):
             raise DecryptionFailed("not a telecrm ciphertext")
         return bytes(token[1:HEADER_BYTES]).hex()
 

@@ -94,6 +94,17 @@ class DecryptionFailed(SecurityError):
         super().__init__(f"cannot decrypt{where}: {reason}")
 
 
+class Shredded(DecryptionFailed):
+    """A payload sealed for a patient whose salt an erasure deleted: gone for good, by design."""
+
+    def __init__(self, *, record_id: str | None = None, field: str | None = None) -> None:
+        super().__init__(
+            "the patient was erased: this value was sealed under their destroyed key",
+            record_id=record_id,
+            field=field,
+        )
+
+
 class InvalidAuditEntry(SecurityError, ValueError):
     """An audit entry breaks the log's shape (too long a column, a string where ids go)."""
 

@@ -12,7 +12,6 @@ from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, select
 
 from telecrm.domain.clock import from_micros
@@ -30,6 +29,7 @@ from telecrm.security.compliance_html import render
 from telecrm.security.disclosures import disclosures_for
 from telecrm.security.envelope import FieldCipher
 from telecrm.security.export_schema import EXPORT_KIND, SCHEMA_VERSION, ExportRecord
+from telecrm.security.shredding import open_payload, with_salts
 
 SCORE_FACTS = ("lead_score", "engagement_score", "predicted_ltv", "churn_risk", "scored_at")
 
@@ -49,7 +49,7 @@ def _facts(facts: Facts) -> dict[str, Any]:
 
 def _events(conn: Connection, cipher: FieldCipher, keys: list[str]) -> list[dict[str, Any]]:
     rows = conn.execute(
-        select(events)
+        with_salts(select(events))
         .where(events.c.patient_key.in_(keys))
         .order_by(events.c.occurred_us, events.c.seq)
     )
@@ -61,7 +61,7 @@ def _events(conn: Connection, cipher: FieldCipher, keys: list[str]) -> list[dict
             "occurred_at": from_micros(r.occurred_us),
             "received_at": from_micros(r.received_us),
             "source": r.source,
-            "data": orjson.loads(cipher.decrypt(r.payload, record_id=r.event_id, field="data")),
+            "data": open_payload(cipher, r),  # None: shredded by an erasure
         }
         for r in rows
     ]

@@ -64,7 +64,8 @@ class TimelineEvent(_Part):
     occurred_at: datetime
     received_at: datetime
     source: str
-    data: dict[str, Any]
+    # None when an erasure shredded the payload: the event's type and time are all that is left
+    data: dict[str, Any] | None
 
 
 class StageChange(_Part):

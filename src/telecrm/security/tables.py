@@ -82,3 +82,23 @@ signing_keys = Table(
     Column("active", Boolean, nullable=False),
     Column("created_us", BigInteger, nullable=False),
 )
+
+
+# Crypto-shredding (security/shredding.py): one random salt per patient key; the patient's event
+# payloads are sealed under a key derived from the data key and this salt (envelope format 2).
+# An erasure deletes the row, so those payloads can never be read again, by anyone.
+patient_salts = Table(
+    "patient_salts",
+    metadata,
+    Column("patient_key", String(140), primary_key=True),
+    Column("salt", LargeBinary(32), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+)
+
+# Patient keys whose salt an erasure destroyed, and when (no value, only the opaque key).
+shredded_patients = Table(
+    "shredded_patients",
+    metadata,
+    Column("patient_key", String(140), primary_key=True),
+    Column("shredded_us", BigInteger, nullable=False),
+)
