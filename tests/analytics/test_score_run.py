@@ -201,3 +201,35 @@ def test_the_run_command_prints_the_headline_and_updates_profiles(
         kinds = conn.execute(select(events.c.type).where(events.c.source == "analytics"))
         assert set(kinds.scalars()) == {"analytics.scored"}
     assert all(p.facts.scored_at for _, p in stored_profiles(runtime).values())
+
+
+def test_folding_score_events_decrypts_only_adherence_and_keeps_every_other_value(
+    runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from telecrm.security.envelope import FieldCipher
+
+    ingest(runtime, clock, simulated)
+    before = stored_profiles(runtime)
+    score_run(runtime).run(clock.now())
+    opened: list[str] = []
+    real = FieldCipher.decrypt_json
+
+    def counting(self, token, *, record_id, field):  # type: ignore[no-untyped-def]
+        opened.append(field)
+        return real(self, token, record_id=record_id, field=field)
+
+    monkeypatch.setattr(FieldCipher, "decrypt_json", counting)
+    folded = runtime.worker().drain(1000)
+    monkeypatch.undo()
+    assert folded.events == len(before)  # one score event per live patient
+    assert set(opened) <= {"adherence_pdc"}  # the fast path: nothing else was decrypted
+    after = stored_profiles(runtime)
+    assert after.keys() == before.keys()
+    for key, (row, p) in after.items():
+        old_row, old = before[key]
+        sealed, old_sealed = orjson.loads(row.sealed), orjson.loads(old_row.sealed)
+        for name, token in old_sealed.items():
+            assert sealed[name] == token  # carried, not re-encrypted
+            assert p.values[name] == old.values[name]
+        assert (row.email_bidx, row.phone_bidx) == (old_row.email_bidx, old_row.phone_bidx)
+        assert p.facts.scored_at is not None

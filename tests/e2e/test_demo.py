@@ -63,7 +63,10 @@ def _texts(value: Any) -> list[str]:
 
 
 def _sensitive_values(home: Path, patient: str) -> list[str]:
-    """The patient's identifying and PHI values, decrypted from the demo's own database."""
+    """The patient's identifying and PHI values, from the export the demo wrote before it erased
+    them; and the demo's own database must hold none of them any more (crypto-shredded)."""
+    export = orjson.loads((home / "demo" / "compliance" / f"{patient}.json").read_bytes())
+    values = {v["field"]: v["value"] for v in export["profile"]}
     settings = Settings(
         home=home,
         database_url=f"sqlite:///{(home / 'demo' / 'telecrm.db').as_posix()}",
@@ -71,11 +74,11 @@ def _sensitive_values(home: Path, patient: str) -> list[str]:
         log_level="WARNING",
     )
     rt = bootstrap(settings, migrate=False)
-    cipher = rt.cipher()
     with rt.engine.connect() as conn:
         row = conn.execute(select(profiles).where(profiles.c.patient_key == patient)).one()
-    values = decode(row, cipher).profile.values
+    after = decode(row, rt.cipher()).profile
     rt.engine.dispose()
+    assert after.deleted and not any(FIELDS[n].encrypted for n in after.values)
     sealed = [v for n, v in values.items() if FIELDS[n].encrypted or FIELDS[n].is_phi]
     return [t for v in sealed for t in _texts(v) if len(t) >= 3]
 

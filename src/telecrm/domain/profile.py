@@ -45,6 +45,23 @@ ACTIVITY_TYPES = frozenset(
 )
 PURCHASE_TYPES = frozenset({"order.paid", "subscription.started", "subscription.renewed"})
 
+# Event types whose fold reads or writes no encrypted field but the ones named: the projection
+# folds a batch of only these without decrypting the rest of the profile (its fast path for score
+# and engagement events, profiles/worker.py). tests/domain/test_sealed_reads.py folds each one
+# over a profile holding every encrypted field and checks it.
+SEALED_READS: dict[str, frozenset[str]] = {
+    "analytics.scored": frozenset({"adherence_pdc"}),
+    "journey.fields_set": frozenset(),
+    **{
+        f"email.{kind}": frozenset()
+        for kind in ("delivered", "opened", "clicked", "bounced", "unsubscribed")
+    },
+    **{
+        f"sms.{kind}": frozenset()
+        for kind in ("delivered", "failed", "replied", "opted_out", "opted_in")
+    },
+}
+
 
 @dataclass(slots=True)
 class Facts:

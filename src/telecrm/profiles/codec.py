@@ -29,14 +29,24 @@ class StoredProfile:
     sealed_tokens: dict[str, str] = field(default_factory=dict)
     sealed_plain: dict[str, Any] = field(default_factory=dict)
     merged_into: str | None = None
+    # Encrypted fields left sealed by a partial decode: their tokens and the row's blind
+    # indexes are written back as they were, unless the fold set the field.
+    unloaded: frozenset[str] = frozenset()
+    blind_indexes: tuple[str | None, str | None] = (None, None)
 
 
 def _us(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def decode(row: Any, cipher: FieldCipher | None) -> StoredProfile:
-    """A row back into a profile; with `cipher=None` the sealed fields are left out (sweep)."""
+def decode(
+    row: Any, cipher: FieldCipher | None, *, only: frozenset[str] | None = None
+) -> StoredProfile:
+    """A row back into a profile; with `cipher=None` the sealed fields are left out (sweep).
+
+    With `only`, just those encrypted fields are decrypted and the others stay as tokens
+    (`unloaded`), written back untouched by `encode`; `unseal` decrypts them later if needed.
+    """
     attrs = orjson.loads(row.attributes)
     p = Profile(row.patient_key)
     p.values = dict(attrs.get("values", {}))
@@ -61,11 +71,25 @@ def decode(row: Any, cipher: FieldCipher | None) -> StoredProfile:
     )
     if cipher is not None:
         stored.sealed_tokens = orjson.loads(row.sealed)
+        if only is not None:
+            stored.unloaded = frozenset(n for n in stored.sealed_tokens if n not in only)
+            stored.blind_indexes = (row.email_bidx, row.phone_bidx)
         for name, token in stored.sealed_tokens.items():
-            value = cipher.decrypt_json(token, record_id=row.patient_key, field=name)
-            stored.sealed_plain[name] = value
-            p.values[name] = value
+            if name not in stored.unloaded:
+                value = cipher.decrypt_json(token, record_id=row.patient_key, field=name)
+                stored.sealed_plain[name] = value
+                p.values[name] = value
     return stored
+
+
+def unseal(stored: StoredProfile, cipher: FieldCipher) -> None:
+    """Decrypt the fields a partial `decode` left sealed (the fold needs the whole profile)."""
+    p = stored.profile
+    for name in sorted(stored.unloaded):
+        value = cipher.decrypt_json(stored.sealed_tokens[name], record_id=p.patient_key, field=name)
+        stored.sealed_plain[name] = value
+        p.values.setdefault(name, value)
+    stored.unloaded = frozenset()
 
 
 def encode(
@@ -109,7 +133,11 @@ def encode(
         "updated_us": now_us,
     }
     if cipher is not None:
-        tokens: dict[str, str] = {}
+        tokens: dict[str, str] = {
+            name: stored.sealed_tokens[name]
+            for name in stored.unloaded
+            if name not in sealed_plain  # else the fold set it: sealed anew below
+        }
         for name, value in sealed_plain.items():
             if name in stored.sealed_tokens and stored.sealed_plain.get(name) == value:
                 tokens[name] = stored.sealed_tokens[name]
@@ -120,6 +148,11 @@ def encode(
         email, phone = sealed_plain.get("email"), sealed_plain.get("phone")
         row["email_bidx"] = index.email(email) if email else None
         row["phone_bidx"] = index.phone(phone) if phone else None
+        kept_email, kept_phone = stored.blind_indexes
+        if "email" in tokens and "email" not in sealed_plain:
+            row["email_bidx"] = kept_email
+        if "phone" in tokens and "phone" not in sealed_plain:
+            row["phone_bidx"] = kept_phone
     return row
 
 

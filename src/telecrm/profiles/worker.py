@@ -19,7 +19,7 @@ from telecrm.domain.events import TRIGGERS
 from telecrm.domain.fields import FIELDS
 from telecrm.domain.lifecycle import Thresholds, Transition
 from telecrm.domain.messages import PatientActivity, ProfileChanged, StageChanged, TriggerFired
-from telecrm.domain.profile import Profile, advance_time, fold, step
+from telecrm.domain.profile import SEALED_READS, Profile, advance_time, fold, step
 from telecrm.ingest.tables import events, identity_links, pending_patients
 from telecrm.profiles.codec import (
     ActivityFolded,
@@ -29,6 +29,7 @@ from telecrm.profiles.codec import (
     decode,
     encode,
     transition_rows,
+    unseal,
 )
 from telecrm.profiles.event_log import decode_event, merge_ordered, rows_for
 from telecrm.profiles.tables import profiles, stage_transitions
@@ -168,6 +169,29 @@ class ProfileWorker:
         all_anon_keys = [f"anon:{a}" for anons in anon_of.values() for a in sorted(anons)]
         # The linked visitors' rows too: a visitor with a profile had events folded already.
         wanted = keys + [k for k in all_anon_keys if k not in keys]
+        new_rows = rows_for(
+            conn, keys + [k for k in all_anon_keys if k not in keys], unprocessed_only=True
+        )
+
+        claimed = set(keys)
+
+        def _sealed_needs(key: str) -> frozenset[str] | None:
+            """The encrypted fields this key's fold reads, or None for all of them. Only a
+            patient whose new events are all score or engagement events (and whose visitors
+            have none) is folded without decrypting the rest (`unseal` if it must refold)."""
+            fresh = new_rows.get(key) if key in claimed else None
+            if not fresh or key in linked_patient:
+                return None if key in claimed else frozenset()  # a linked visitor's row: none
+            if any(new_rows.get(f"anon:{a}") for a in anon_of.get(key, ())):
+                return None
+            needs: set[str] = set()
+            for r in fresh:
+                reads = SEALED_READS.get(r.type)
+                if reads is None:
+                    return None
+                needs |= reads
+            return frozenset(needs)
+
         stored: dict[str, StoredProfile] = {}
         for start in range(0, len(wanted), 500):
             profile_query = select(profiles).where(
@@ -176,12 +200,9 @@ class ProfileWorker:
             if conn.dialect.name == "postgresql":
                 profile_query = profile_query.with_for_update()
             stored.update(
-                (row.patient_key, decode(row, cipher)) for row in conn.execute(profile_query)
+                (row.patient_key, decode(row, cipher, only=_sealed_needs(row.patient_key)))
+                for row in conn.execute(profile_query)
             )
-
-        new_rows = rows_for(
-            conn, keys + [k for k in all_anon_keys if k not in keys], unprocessed_only=True
-        )
 
         rows_out: dict[str, dict[str, Any]] = {}
         cleared: set[str] = set()  # patient keys whose stage history is rewritten whole
@@ -217,14 +238,14 @@ class ProfileWorker:
                 k in stored and stored[k].profile.events_applied for k in anon_stream_keys
             )
             needs_refold = late or (newly_linked and folded_before)
+            if current.unloaded and (needs_refold or newly_linked):
+                unseal(current, cipher)
             history: list[Transition] = []
             if needs_refold:
                 everything = rows_for(conn, [key, *anon_stream_keys], unprocessed_only=False)
                 ordered = merge_ordered(*everything.values())
                 decoded = (decode_event(r, cipher) for r in ordered)
-                p, history = fold(
-                    key, (e for e in decoded if e is not None), now, self._thresholds
-                )
+                p, history = fold(key, (e for e in decoded if e is not None), now, self._thresholds)
                 old_tokens, old_plain = current.sealed_tokens, current.sealed_plain
                 current = StoredProfile(
                     p,
