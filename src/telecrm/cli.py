@@ -15,6 +15,7 @@ from telecrm.messaging.commands import consent_app, messages_app
 from telecrm.messaging.template_commands import templates_app
 from telecrm.profiles.commands import lifecycle_app, patients_app, stats_command, worker_command
 from telecrm.reports.analyze_commands import analyze_command
+from telecrm.reports.live_commands import report_command
 from telecrm.sandbox.commands import sandbox_app
 from telecrm.security.client_commands import clients_app
 from telecrm.security.commands import audit_app, keys_app, secrets_app
@@ -63,6 +64,7 @@ app.command("doctor")(doctor_command)
 app.command("import")(import_command)
 app.command("pull")(pull_command)
 app.command("analyze")(analyze_command)
+app.command("report")(report_command)
 app.command("stats")(stats_command)
 app.command("worker")(worker_command)
 

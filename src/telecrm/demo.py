@@ -3,7 +3,8 @@
 Synthetic patients from the simulator go through the signed HTTP intake of an in-process server
 on loopback, the worker folds them into encrypted profiles and lifecycle stages, and the demo
 prints the stage distribution, the 4 funnels, what bad input gets back, then keeps HubSpot and
-Salesforce sandboxes in sync (under injected faults) and ends with the agreement and audit checks.
+Salesforce sandboxes in sync (under injected faults), runs the agreement and audit checks, and
+ends by writing the live integration report (HTML and PDF) to `.telecrm/demo/report/`.
 """
 
 from __future__ import annotations
@@ -300,10 +301,15 @@ def demo_command(
             ".venv/bin/telecrm templates list\n"
             ".venv/bin/telecrm analytics scores --patient pat_000001\n"
             ".venv/bin/telecrm analytics funnels --by channel\n"
-            ".venv/bin/telecrm analytics churn",
+            ".venv/bin/telecrm analytics churn\n"
+            ".venv/bin/telecrm report --out report --format md,html,pdf",
             title="look around",
         )
     )
+    console.rule("the live integration report (HTML and PDF), every count linked to its query")
+    from telecrm.reports.demo_report import demo_report
+
+    reported = demo_report(rt, console, db_dir / "report")
     if not scored["patients"] or scored["written"] != scored["patients"]:
         raise fail("analytics run did not score every patient")
     if not synced:
@@ -314,6 +320,8 @@ def demo_command(
         raise fail("an API client's role saw a patient field it must not (see the access table)")
     if not accessed["erasure"]["erased"] or accessed["erasure"]["still_open"]:
         raise fail("an erased patient's event payload can still be read (see the erasure line)")
+    if not reported["audit_ok"]:
+        raise fail("the live report found the audit chain broken (see its Compliance section)")
     if not (accessed["refusals_ok"] and accessed["rate_limited"]):
         raise fail("the read API let through a request it must refuse (see the refusals table)")
 

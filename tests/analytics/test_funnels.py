@@ -68,6 +68,11 @@ def test_without_a_window_every_entrant_counts_and_converters_are_those_who_ever
     assert "advocacy" not in rows  # a funnel nobody entered has no row
 
 
+def test_a_database_with_no_stage_history_has_no_funnel_rows():
+    # an empty history (a fresh install) gave an IndexError: numpy read the empty ranks as floats
+    assert funnel_conversions(ladder_from_transitions([]), as_of_us=AS_OF) == []
+
+
 def test_a_window_counts_only_conversions_inside_it_and_leaves_recent_entrants_pending():
     ladder = ladder_from_transitions(HISTORIES, CHANNELS)
     rows = by_name(funnel_conversions(ladder, as_of_us=AS_OF, window=timedelta(days=30)))

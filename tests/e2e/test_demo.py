@@ -50,6 +50,11 @@ def test_the_demo_runs_end_to_end_and_checks_itself(
         assert stage in out
     assert "Unknown patient" in out and "Signature rejected" in out  # the bad-input table
     _assert_access_section(out, tmp_path)
+    # It ends with the live report: HTML and PDF, and says where they are.
+    report = tmp_path / "demo" / "report"
+    assert "live report written in" in out and str((report / "report.html").resolve()) in out
+    assert (report / "report.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "Audit chain: **intact**" in (report / "report.md").read_text()
 
 
 def _texts(value: Any) -> list[str]:

@@ -80,3 +80,165 @@ SWAGGER2 = {
 }
 
 KEYS = (OPENAPI31, SWAGGER2)
+
+
+# --- source trees (reports/source_report.py) -------------------------------------------------
+# `endpoints`: (METHOD, path, auth) for every route a reader of the tree finds, auth being what
+# a request must carry (`signature`: a webhook receiver that verifies its sender). `phi_fields`:
+# per endpoint, the body / model fields that hold PHI by the field catalog (diagnosis,
+# medications, allergies, symptoms / severity); `not_phi`: fields a reader sees that hold no PHI
+# (identifiers, contact, payment), to count false PHI calls. Written from the fixture files.
+
+EXPRESS_APP = {
+    "dir": "express_app",
+    "endpoints": {
+        ("GET", "/health", ("none",)),
+        ("GET", "/account/preferences", ("session",)),
+        ("GET", "/api/orders/plans", ("none",)),  # registered before router.use(requirePartnerKey)
+        ("POST", "/api/orders", ("api_key",)),
+        ("GET", "/api/orders", ("api_key",)),
+        ("GET", "/api/patients", ("jwt_bearer",)),
+        ("POST", "/api/patients", ("jwt_bearer",)),
+        ("GET", "/api/patients/{id}", ("jwt_bearer",)),  # and its alias /:patientId
+        ("PATCH", "/api/patients/{id}/conditions", ("jwt_bearer",)),
+        ("POST", "/hooks/stripe", ("signature",)),
+        ("POST", "/hooks/lab-callback", ("none",)),
+    },
+    "phi_fields": {
+        "POST /api/patients": {"medications"},
+        "PATCH /api/patients/{id}/conditions": {"diagnosis", "severity"},
+        "POST /hooks/lab-callback": {"diagnosis", "medications"},
+    },
+    "not_phi": {
+        "POST /api/patients": {"first_name", "last_name", "email", "date_of_birth"},
+        "POST /api/orders": {"plan", "amount", "card_last4"},
+        "POST /hooks/lab-callback": {"patient_id"},
+    },
+    "templates": {
+        ("email", "d-1234567890abcdef1234567890abcdef"),
+        ("sms", "inline: Your refill is ready."),
+        ("email", "refill-reminder.hbs"),
+    },
+    "triggers": {"order.paid"},
+    "findings": {
+        ("duplicate_endpoint", "GET /api/patients/{id}"),
+        ("unauthenticated_phi", "POST /hooks/lab-callback"),
+        ("unverified_webhook_receiver", "POST /hooks/lab-callback"),
+    },
+}
+
+FASTAPI_APP = {
+    "dir": "fastapi_app",
+    "endpoints": {
+        ("GET", "/health", ("none",)),
+        ("POST", "/api/v1/orders", ("jwt_bearer",)),  # include_router(dependencies=[...])
+        ("GET", "/api/v1/orders", ("jwt_bearer",)),
+        ("GET", "/api/v1/partner/referrals", ("api_key",)),  # APIRouter(dependencies=[...])
+        ("GET", "/api/v1/patients", ("jwt_bearer",)),
+        ("POST", "/api/v1/patients", ("jwt_bearer",)),
+        ("GET", "/api/v1/patients/{patient_id}", ("jwt_bearer",)),  # Annotated[..., Depends()]
+        ("POST", "/api/v1/public/intake", ("none",)),
+        ("POST", "/webhooks/stripe", ("signature",)),
+        ("POST", "/webhooks/lab-results", ("none",)),
+    },
+    "phi_fields": {
+        "POST /api/v1/patients": {"medications", "diagnosis"},
+        "POST /api/v1/public/intake": {"symptoms"},
+        "POST /webhooks/lab-results": {"diagnosis", "allergies"},
+    },
+    "not_phi": {
+        "POST /api/v1/patients": {"first_name", "last_name", "contact.email", "date_of_birth", "favourite_colour"},
+        "POST /api/v1/public/intake": {"email", "dob"},
+        "POST /webhooks/lab-results": {"patient_id"},
+    },
+    "templates": {
+        ("email", "d-0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
+        ("sms", "inline: Your visit is tomorrow."),
+        ("email", "welcome.html"),
+    },
+    "triggers": {"order.paid", "lab.result_received"},
+    "findings": {
+        ("unauthenticated_phi", "POST /api/v1/public/intake"),
+        ("unauthenticated_phi", "POST /webhooks/lab-results"),
+        ("unverified_webhook_receiver", "POST /webhooks/lab-results"),
+    },
+}
+
+FLASK_APP = {
+    "dir": "flask_app",
+    "endpoints": {
+        ("GET", "/health", ("none",)),
+        ("GET", "/api/patients", ("jwt_bearer",)),  # register_blueprint's url_prefix wins
+        ("POST", "/api/patients", ("jwt_bearer",)),
+        ("GET", "/api/patients/{patient_id}/notes", ("session",)),
+        ("POST", "/api/patients/{patient_id}/notes", ("session",)),
+        ("POST", "/webhooks/pharmacy", ("signature",)),  # hmac.compare_digest
+        ("POST", "/webhooks/crm-callback", ("none",)),
+    },
+    "phi_fields": {
+        "POST /api/patients": {"allergies"},
+        "POST /api/patients/{patient_id}/notes": {"symptoms"},  # read under `if POST` only
+        "POST /webhooks/pharmacy": {"prescription"},
+    },
+    "not_phi": {
+        "POST /api/patients": {"first_name", "birth_date"},
+        "POST /webhooks/pharmacy": {"email"},
+        "POST /webhooks/crm-callback": {"email"},
+    },
+    "templates": {("email", "inline: Your results are ready")},
+    "triggers": {"Results Ready Email Sent"},
+    "findings": {("unauthenticated_webhook_receiver", "POST /webhooks/crm-callback")},
+}
+
+DJANGO_APP = {
+    "dir": "django_app",
+    "endpoints": {
+        ("GET", "/health", ("none",)),
+        ("GET", "/api/patients", ("jwt_bearer",)),  # DRF default auth class in settings
+        ("POST", "/api/patients", ("jwt_bearer",)),
+        ("GET", "/api/patients/{pk}", ("jwt_bearer",)),
+        ("GET", "/api/portal/profile", ("session",)),
+        ("POST", "/api/portal/profile", ("session",)),
+        ("POST", "/api/webhooks/stripe", ("signature",)),
+    },
+    "phi_fields": {
+        "GET /api/patients": {"conditions"},
+        "POST /api/patients": {"conditions"},
+        "GET /api/patients/{pk}": {"conditions"},
+    },
+    "not_phi": {
+        "GET /api/patients": {"id", "first_name", "email", "date_of_birth"},
+        "POST /api/portal/profile": {"preferred_language"},
+    },
+    "templates": set(),
+    "triggers": set(),
+    "findings": set(),
+}
+
+NESTJS_APP = {
+    "dir": "nestjs_app",
+    "endpoints": {
+        ("GET", "/api/health", ("none",)),
+        ("GET", "/api/admin/export", ("api_key",)),
+        ("GET", "/api/patients", ("jwt_bearer",)),
+        ("GET", "/api/patients/{id}", ("jwt_bearer",)),
+        ("POST", "/api/patients", ("jwt_bearer",)),
+        ("POST", "/api/webhooks/stripe", ("signature",)),
+        ("POST", "/api/webhooks/email-events", ("none",)),
+    },
+    "phi_fields": {"POST /api/patients": {"medications", "allergies"}},
+    "not_phi": {
+        "POST /api/patients": {
+            "firstName", "contactAddress", "birthDate", "emergencyContact.name", "emergencyContact.phone"
+        },
+        "POST /api/webhooks/email-events": {"[].email", "[].event", "[].sg_message_id"},
+    },
+    "templates": {
+        ("email", "d-abcdefabcdefabcdefabcdefabcdef12"),
+        ("whatsapp", "HXb5b62575e6e4ff6129ad7c8efe1f983e"),
+    },
+    "triggers": {"patient.welcomed"},
+    "findings": {("unauthenticated_webhook_receiver", "POST /api/webhooks/email-events")},
+}
+
+SOURCE_KEYS = (EXPRESS_APP, FASTAPI_APP, FLASK_APP, DJANGO_APP, NESTJS_APP)

@@ -70,7 +70,9 @@ def test_bad_input_is_one_red_line_and_exit_2(
 
 
 def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
-    result = analyze(str(FIXTURES / "petclinic_swagger2.json"), "--format", "pdf")
+    result = analyze(
+        str(FIXTURES / "petclinic_swagger2.json"), "--out", str(tmp_path), "--format", "docx"
+    )
     assert result.exit_code == 2
     assert "--format takes a comma-separated list of: md, json" in result.output
 

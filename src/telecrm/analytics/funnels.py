@@ -74,7 +74,7 @@ def ladder_from_transitions(
         ats.append(int(at_us))
     sentinel = np.iinfo(np.int64).max
     first = np.full((len(index), len(LADDER)), sentinel, dtype=np.int64)
-    np.minimum.at(first, (np.asarray(rows, dtype=np.int64), np.asarray(ranks)), ats)
+    np.minimum.at(first, (np.asarray(rows, dtype=np.int64), np.asarray(ranks, dtype=np.int64)), ats)
     # Reaching rung r means having entered every rung below it: a reverse running minimum.
     reached = np.minimum.accumulate(first[:, ::-1], axis=1)[:, ::-1].copy()
     reached[reached == sentinel] = NEVER

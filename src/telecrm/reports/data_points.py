@@ -6,7 +6,7 @@ Schemas are walked through `$ref`, `allOf`/`oneOf`/`anyOf`, arrays and nested ob
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,16 +137,24 @@ def _loops(prop: Any, stack: tuple[str, ...]) -> bool:
 
 def endpoint_data(spec: Spec, endpoint: Endpoint) -> EndpointData:
     """Catalog matches and unmapped fields over every operation of the endpoint, de-duplicated."""
+    return match_fields(
+        f
+        for op in endpoint.operations
+        for schema, where, _direction in _schemas_of(spec, op)
+        for f in walk_schema(spec, schema, where)
+    )
+
+
+def match_fields(fields: Iterable[SchemaField]) -> EndpointData:
+    """Each field's catalog match by (name, format), or unmapped; the source-tree analyzer's too."""
     matches: dict[tuple[str, str], Match] = {}
     unmapped: dict[str, SchemaField] = {}
-    for op in endpoint.operations:
-        for schema, where, _direction in _schemas_of(spec, op):
-            for f in walk_schema(spec, schema, where):
-                hit = catalog_field_for(f.name, f.fmt)
-                if hit is not None:
-                    matches.setdefault((f.path, hit[0].name), Match(f, hit[0], hit[1]))
-                elif f.path not in unmapped:
-                    unmapped[f.path] = f
+    for f in fields:
+        hit = catalog_field_for(f.name, f.fmt)
+        if hit is not None:
+            matches.setdefault((f.path, hit[0].name), Match(f, hit[0], hit[1]))
+        elif f.path not in unmapped:
+            unmapped[f.path] = f
     # A container (`contact`, `data[]`) is listed through its own fields, not as one of them.
     skip = (
         {m.field.path for m in matches.values()}

@@ -12,12 +12,14 @@ from telecrm.domain.fields import DATA_POINTS, FIELDS
 from telecrm.reports.data_points import EndpointData, endpoint_data
 from telecrm.reports.endpoints import Endpoint, endpoints
 from telecrm.reports.relevance import classify
+from telecrm.reports.roadmap import plan_sections
 from telecrm.reports.spec_loader import Spec
 
 FORMAT_VERSION = 1
 
 
-def _endpoint_row(n: int, e: Endpoint, data: EndpointData) -> dict[str, Any]:
+def endpoint_row(n: int, e: Endpoint, data: EndpointData) -> dict[str, Any]:
+    """One endpoint's row of the report; the source-tree analyzer builds the same rows."""
     rel = classify(e, data)
     params = {
         role: [{"name": p.name, "evidence": p.evidence} for p in e.parameters_for(role)]
@@ -55,6 +57,26 @@ def _endpoint_row(n: int, e: Endpoint, data: EndpointData) -> dict[str, Any]:
 
 
 def _findings(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = endpoint_findings(rows)
+    for kind, pointers, what in (
+        ("ref_cycle", spec.cycles, "$ref leads back into itself; walked once and stopped"),
+        ("broken_ref", spec.broken_refs, "$ref points at nothing in the document"),
+        ("depth_limit", spec.depth_limited, "schema nested deeper than the walk's limit"),
+    ):
+        for where in sorted(pointers):
+            found.append({"kind": kind, "severity": "low", "message": what, "evidence": [where]})
+    if spec.validation_skipped:
+        found.append({
+            "kind": "validation_skipped",
+            "severity": "low",
+            "message": f"shape validation skipped: {spec.validation_skipped}",
+            "evidence": ["#"],
+        })  # fmt: skip
+    return found
+
+
+def endpoint_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Findings about the endpoint rows alone (auth, webhooks, duplicates)."""
     found: list[dict[str, Any]] = []
     for row in rows:
         phi = [f for f in row["fields"] if f["phi"]]
@@ -89,20 +111,6 @@ def _findings(spec: Spec, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "message": f"{row['method']} {row['path']} names a security scheme that is not defined",
                 "evidence": row["auth_evidence"],
             })  # fmt: skip
-    for kind, pointers, what in (
-        ("ref_cycle", spec.cycles, "$ref leads back into itself; walked once and stopped"),
-        ("broken_ref", spec.broken_refs, "$ref points at nothing in the document"),
-        ("depth_limit", spec.depth_limited, "schema nested deeper than the walk's limit"),
-    ):
-        for where in sorted(pointers):
-            found.append({"kind": kind, "severity": "low", "message": what, "evidence": [where]})
-    if spec.validation_skipped:
-        found.append({
-            "kind": "validation_skipped",
-            "severity": "low",
-            "message": f"shape validation skipped: {spec.validation_skipped}",
-            "evidence": ["#"],
-        })  # fmt: skip
     return found
 
 
@@ -113,7 +121,25 @@ def _title(spec: Spec) -> str:
 
 def analyze(spec: Spec) -> dict[str, Any]:
     """The whole readiness analysis of one document."""
-    rows = [_endpoint_row(n, e, endpoint_data(spec, e)) for n, e in enumerate(endpoints(spec), 1)]
+    rows = [endpoint_row(n, e, endpoint_data(spec, e)) for n, e in enumerate(endpoints(spec), 1)]
+    return {
+        "format_version": FORMAT_VERSION,
+        "source": spec.source,
+        "dialect": spec.dialect,
+        "version": spec.version,
+        "title": _title(spec),
+        "validation": "passed" if not spec.validation_skipped else spec.validation_skipped,
+        **tally(rows, _findings(spec, rows)),
+        "messages": None,  # templates and triggers: found in source trees only
+    }
+
+
+def tally(
+    rows: list[dict[str, Any]],
+    findings: list[dict[str, Any]],
+    messages: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Summary, endpoints, data points, unmapped fields and findings of a report, from its rows."""
     by_point: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         for f in row["fields"]:
@@ -132,7 +158,6 @@ def analyze(spec: Spec) -> dict[str, Any]:
         for dp in DATA_POINTS
     ]
     unmapped = [{"endpoint": r["id"], **u} for r in rows for u in r["unmapped"]]
-    findings = _findings(spec, rows)
     summary = {
         "endpoints": len(rows),
         "operations": sum(len(r["evidence"]) for r in rows),
@@ -149,16 +174,12 @@ def analyze(spec: Spec) -> dict[str, Any]:
         "unmapped_fields": len(unmapped),
         "findings": len(findings),
     }  # fmt: skip
-    return {
-        "format_version": FORMAT_VERSION,
-        "source": spec.source,
-        "dialect": spec.dialect,
-        "version": spec.version,
-        "title": _title(spec),
-        "validation": "passed" if not spec.validation_skipped else spec.validation_skipped,
+    report = {
         "summary": summary,
         "endpoints": rows,
         "data_points": points,
         "unmapped_fields": unmapped,
         "findings": findings,
     }
+    # Lifecycle support, per-CRM plans, roadmap and business impact (reports/roadmap.py).
+    return {**report, **plan_sections({**report, "messages": messages})}

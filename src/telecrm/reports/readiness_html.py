@@ -14,6 +14,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from telecrm.reports.plan_chart import complexity_svg
 from telecrm.reports.readiness_chart import data_point_counts, data_points_svg
 
 Row = dict[str, Any]
@@ -74,8 +75,47 @@ def summary_rows(report: dict[str, Any]) -> list[Row]:
     rows.append(row(
         "findings", s["findings"], [], [p for f in report["findings"] for p in f["evidence"]]
     ))  # fmt: skip
+    rows += plan_summary_rows(report, row)
     for n, r in enumerate(rows, 1):
         r["anchor"] = f"ev-{n}"
+    return rows
+
+
+def plan_summary_rows(report: dict[str, Any], row: Callable[..., Row]) -> list[Row]:
+    """Summary rows for the plan sections: stages, funnels, triggers, complexity per CRM, roadmap."""
+    life = report.get("lifecycle")
+    if not life:
+        return []
+    by_id = {e["id"]: e for e in report["endpoints"]}
+    s = life["summary"]
+
+    def endpoints_of(items: list[Row]) -> tuple[list[Row], list[str]]:
+        chosen = [by_id[i] for i in dict.fromkeys(e["endpoint"] for e in items) if i in by_id]
+        return chosen, [p for e in items for p in e["evidence"]]
+
+    stages = [e for st in life["stages"] for e in st["endpoints"]]
+    triggers = [e for t in life["triggers"] for e in t["endpoints"]]
+    rows = [
+        row(
+            "lifecycle stages evidenced",
+            f"{s['stages_evidenced']} of {s['stages_total']} (+{s['stages_derived']} derived)",
+            *endpoints_of(stages),
+        ),
+        row("funnels measurable", f"{s['funnels_measurable']} of {s['funnels_total']}", *endpoints_of(stages)),
+        row(
+            "automation triggers fed",
+            f"{s['triggers_found']} of {s['triggers_total']} ({s['triggers_pushed']} pushed)",
+            *endpoints_of(triggers),
+        ),
+    ]
+    for p in report.get("crm_plans", []):
+        c = p["complexity"]
+        pointers = [o["evidence"][0] for o in p["objects"]] + [f["evidence"] for f in p["custom_fields"]]
+        pointers += [t["evidence"] for t in p["custom_tables"]]
+        chosen = [by_id[i["item"]] for k in ("endpoints_to_pull", "webhooks_to_receive") for i in p["work"][k]]
+        rows.append(row(f"{p['title']} complexity", f"{c['total']} ({c['band']})", chosen, pointers))
+    steps = report.get("roadmap", [])
+    rows.append(row("roadmap steps", len(steps), [], [p for st in steps for p in st["evidence"]]))
     return rows
 
 
@@ -111,5 +151,8 @@ def render_html(report: dict[str, Any]) -> str:
             summary=summary_rows(report),
             chart=Markup(data_points_svg(report)),  # noqa: S704 - matplotlib output, catalog labels only
             chart_rows=chart_table(report),
+            complexity_chart=Markup(complexity_svg(report["crm_plans"]))  # noqa: S704 - mapping names, counts
+            if report.get("crm_plans")
+            else "",
         )
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from telecrm.reports.plan_markdown import plan_markdown
+
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
@@ -53,6 +55,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| PHI fields | {s['phi_fields']} | {where(lambda r: any(f['phi'] for f in r['fields']))} |",
         f"| unmapped fields | {s['unmapped_fields']} | [Unmapped fields](#unmapped-fields) |",
         f"| findings | {s['findings']} | [Findings](#findings) |",
+        *_plan_summary(report),
         "",
         "## Endpoints",
         "",
@@ -93,4 +96,27 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- **{f['severity']}** {f['kind']}: {_cell(f['message'])} — {_ptrs(f['evidence'], ', ')}"
         for f in report["findings"]
     ] or ["None."]
+    lines += plan_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def _plan_summary(report: dict[str, Any]) -> list[str]:
+    """Summary rows for the plan sections, each linking to the section that gives the evidence."""
+    life = (report.get("lifecycle") or {}).get("summary")
+    if not life:
+        return []
+    plans = report.get("crm_plans", [])
+    return [
+        f"| lifecycle stages evidenced | {life['stages_evidenced']} of {life['stages_total']} "
+        f"(+{life['stages_derived']} derived) | [Lifecycle and funnels](#lifecycle-and-funnels) |",
+        f"| funnels measurable | {life['funnels_measurable']} of {life['funnels_total']} | "
+        "[Lifecycle and funnels](#lifecycle-and-funnels) |",
+        f"| automation triggers fed | {life['triggers_found']} of {life['triggers_total']} "
+        f"({life['triggers_pushed']} pushed) | [Channels and triggers](#channels-and-triggers) |",
+        *(
+            f"| {p['title']} complexity | {p['complexity']['total']} ({p['complexity']['band']}) | "
+            f"[{p['title']}](#crm-{p['crm']}) |"
+            for p in plans
+        ),
+        f"| roadmap steps | {len(report.get('roadmap', []))} | [Roadmap](#roadmap) |",
+    ]
