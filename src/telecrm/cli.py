@@ -26,6 +26,7 @@ from telecrm.security.compliance_commands import (
     retention_app,
 )
 from telecrm.simulate.cli import simulate_app
+from telecrm.sources.commands import sources_app
 from telecrm.sync.commands import crm_app, dlq_app, mapping_app, sync_app
 
 app = typer.Typer(
@@ -59,6 +60,7 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(analytics_app, name="analytics")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(sources_app, name="sources")
 app.command("demo")(demo_command)
 app.command("doctor")(doctor_command)
 app.command("import")(import_command)

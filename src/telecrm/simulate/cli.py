@@ -63,6 +63,19 @@ def simulate(
     truth: Path | None = typer.Option(
         None, "--truth", help="Also write each patient's latent parameters here (JSON Lines)"
     ),
+    to_postgres: str | None = typer.Option(
+        None,
+        "--to-postgres",
+        help="Instead of events, write the platform's own tables into this PostgreSQL database "
+        "(postgresql://user@host/db); see docs/sources.md",
+    ),
+    until: str | None = typer.Option(
+        None,
+        "--until",
+        help="With --to-postgres: stop the world at this instant (YYYY-MM-DD[THH:MM]); a later "
+        "run with a later --until goes on from there",
+    ),
+    reset: bool = typer.Option(False, help="With --to-postgres: drop the platform tables first"),
     patients: int = typer.Option(_DEFAULTS["patients"], min=1, help="Patients to simulate"),
     months: int = typer.Option(_DEFAULTS["months"], min=1, max=120, help="Length of the period"),
     seed: int = typer.Option(_DEFAULTS["seed"], min=0, help="Random seed"),
@@ -74,8 +87,10 @@ def simulate(
     """Write `--patients` patients' events over `--months` months to `--out`, or `--send` them."""
     if ctx.invoked_subcommand is not None:
         return  # e.g. `telecrm simulate serve`: the subcommand has its own options
-    if (out is None) == (send is None):
-        raise _fail("give exactly one of --out and --send", "see `telecrm simulate --help`", 2)
+    if sum(x is not None for x in (out, send, to_postgres)) != 1:
+        raise _fail(
+            "give exactly one of --out, --send and --to-postgres", "see `telecrm simulate --help`", 2
+        )
     try:
         first_day = date.fromisoformat(start)
     except ValueError:
@@ -87,6 +102,11 @@ def simulate(
         raise _fail(
             f"invalid settings: {problem['msg']}", "see `telecrm simulate --help`", 2
         ) from None
+    if to_postgres is not None:
+        from telecrm.simulate.to_postgres import write_platform_database
+
+        write_platform_database(config, to_postgres, until, reset=reset, show=progress)
+        return
     if send is not None:
         if not secret:
             raise _fail(

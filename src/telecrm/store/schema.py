@@ -7,6 +7,7 @@ from telecrm.journeys import tables as journey_tables
 from telecrm.messaging import tables as messaging_tables
 from telecrm.profiles import tables as profile_tables
 from telecrm.security import tables as security_tables
+from telecrm.sources import tables as source_tables
 from telecrm.store.metadata import metadata
 from telecrm.sync import tables as sync_tables
 
@@ -17,5 +18,6 @@ __all__ = [
     "metadata",
     "profile_tables",
     "security_tables",
+    "source_tables",
     "sync_tables",
 ]

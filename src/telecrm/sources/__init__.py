@@ -1,0 +1,1 @@
+"""Database sources: read the platform's own PostgreSQL through declarative SQL models."""

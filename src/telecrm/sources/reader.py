@@ -1,0 +1,430 @@
+"""The reader: one source's models, page by page, into the intake, exactly once.
+
+Per model and run: check the columns for drift (a drifted model stops, the others go on); read
+pages in keyset order, each in its own short read-only transaction with a statement timeout;
+turn each page's rows into events and snapshots (changes.py); store the events through the
+intake with the new snapshots and the checkpoint in the SAME transaction. A crash between the
+read and that commit leaves nothing behind, and the re-read emits the same event ids again.
+
+Incremental models read `cursor >= high_water - safety_window` ordered by (cursor, key): the
+window re-reads what a transaction that committed late (an old `updated_at`) or a skewed clock
+would otherwise hide, and the snapshots make the re-read cost no event. Rows with a NULL cursor
+are read in a second pass by key. Every `key_diff_every_minutes` (and on every run of a model
+without a cursor) a full scan by key also finds rows that vanished: their delete event, then a
+tombstone, so a row re-inserted under the same key is a new row.
+
+A row whose patient is not registered yet is held back: no snapshot, and the checkpoint stays
+before it, so the next run tries it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine
+
+from telecrm.domain.clock import Clock, to_micros
+from telecrm.domain.events import Event, EventRejected, parse_event
+from telecrm.ingest.intake import EventIntake, IntakeResult
+from telecrm.security.blind_index import BlindIndex
+from telecrm.sources.changes import RowChanges, RowDigester, Snapshot, canonical
+from telecrm.sources.checkpoints import Checkpoints, ModelState, cursor_max
+from telecrm.sources.config import ModelConfig, SourceConfig
+from telecrm.sources.drift import check_drift
+from telecrm.sources.errors import ModelStopped
+from telecrm.sources.pages import ModelPages
+
+log = structlog.get_logger("telecrm.sources")
+
+INTAKE_SOURCE = "database"  # events.source (16 characters at most)
+
+
+@dataclass
+class ModelReport:
+    model: str
+    rows: int = 0
+    changed: int = 0
+    events: int = 0
+    duplicates: int = 0
+    held: int = 0
+    pages: int = 0
+    full_scan: bool = False
+    deleted: int = 0
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (row key, reason, detail)
+    stopped: str | None = None
+
+
+@dataclass
+class RunReport:
+    source: str
+    models: list[ModelReport] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return sum(m.events for m in self.models)
+
+    @property
+    def stopped(self) -> list[ModelReport]:
+        return [m for m in self.models if m.stopped]
+
+
+class SourceReader:
+    """Reads one source. `after_read(model, page)` runs between a page's read and its commit
+    (tests inject a crash there)."""
+
+    def __init__(
+        self,
+        source: SourceConfig,
+        platform: Engine,
+        store: Engine,
+        intake: EventIntake,
+        index: BlindIndex,
+        clock: Clock,
+        *,
+        after_read: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.source, self._platform, self._store = source, platform, store
+        self._intake, self._index, self._clock = intake, index, clock
+        self._after_read = after_read
+        self.checkpoints = Checkpoints(store, source.name)
+        self.pages = ModelPages(source, platform)
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        models: Sequence[str] | None = None,
+        full: bool = False,
+        on_page: Callable[[ModelReport], None] | None = None,
+    ) -> RunReport:
+        """Every model once, in file order (patients first, as the file should list them)."""
+        report = RunReport(self.source.name)
+        for model in self.source.models:
+            if models is not None and model.name not in models:
+                continue
+            mr = ModelReport(model.name)
+            report.models.append(mr)
+            try:
+                self._run_model(model, mr, full=full, on_page=on_page)
+            except ModelStopped as exc:
+                mr.stopped = str(exc)
+                self._save_stop(model, str(exc))
+                log.warning(
+                    "source.model_stopped",
+                    source=self.source.name,
+                    model=model.name,
+                    problem=exc.problem,
+                )
+        return report
+
+    def preview(self, *, limit: int = 20) -> list[tuple[str, Event]]:
+        """The events the next run would emit (first pages only), without storing anything."""
+        out: list[tuple[str, Event]] = []
+        for model in self.source.models:
+            state = self.checkpoints.state(model)
+            if state.stopped_reason:
+                continue
+            changes = self._changes(model)
+            for page in self.pages.walk(
+                model, self._start(model, state), full=model.cursor is None
+            ):
+                before = self._snapshots(model, page)
+                for row in page:
+                    for wire in changes.outcome(
+                        row, before.get(canonical(row[model.primary_key]))
+                    ).events:
+                        try:
+                            out.append((model.name, parse_event(wire, now=self._clock.now())))
+                        except EventRejected:
+                            continue
+                if len(out) >= limit:
+                    break
+            if len(out) >= limit:
+                break
+        return out[:limit]
+
+    def _changes(self, model: ModelConfig) -> RowChanges:
+        return RowChanges(
+            self.source.name,
+            model,
+            RowDigester(self._index, self.source.name, model),
+            self._clock.now,
+        )
+
+    def _run_model(
+        self,
+        model: ModelConfig,
+        mr: ModelReport,
+        *,
+        full: bool,
+        on_page: Callable[[ModelReport], None] | None,
+    ) -> None:
+        state = self.checkpoints.state(model)
+        actual = self.pages.describe(model)
+        check_drift(model.name, model.columns(), state.schema, actual)
+        state.schema, state.stopped_reason = actual, None  # the next run compares with this read
+        now_us = to_micros(self._clock.now())
+        every_us = int(self.source.key_diff_every_minutes * 60_000_000)
+        full_scan = (
+            model.cursor is None
+            or full
+            or (
+                state.last_full_scan_us is not None and now_us - state.last_full_scan_us >= every_us
+            )
+        )
+        mr.full_scan = full_scan
+        changes = self._changes(model)
+        seen: set[str] | None = set() if full_scan else None
+        hold: Any = None
+        high = state.cursor
+        for page_no, page in enumerate(
+            self.pages.walk(model, self._start(model, state), full=full_scan), start=1
+        ):
+            if seen is not None:
+                seen.update(canonical(r[model.primary_key]) for r in page)
+            page_high = None
+            if model.cursor is not None:
+                for r in page:
+                    page_high = cursor_max(page_high, r.get(model.cursor))
+            high = cursor_max(high, page_high)
+            if self._after_read is not None:
+                self._after_read(model.name, page_no)
+            hold = self._store_page(model, changes, page, state, mr, high, hold)
+            mr.pages += 1
+            if on_page is not None:
+                on_page(mr)
+        if seen is not None:
+            self._key_diff(model, changes, seen, state, mr, high, hold)
+        elif state.last_full_scan_us is None:
+            # The first run read every row already: the next key diff is one period away.
+            self.checkpoints.save_alone(model, state, now_us, full_scan_us=now_us)
+        log.info(
+            "source.model_read",
+            source=self.source.name,
+            model=model.name,
+            rows=mr.rows,
+            events=mr.events,
+            duplicates=mr.duplicates,
+            held=mr.held,
+            pages=mr.pages,
+            full_scan=full_scan,
+            rejected=len(mr.rejected),
+        )
+
+    # -- storing -------------------------------------------------------------------------------
+
+    def _snapshots(self, model: ModelConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Snapshot]:
+        return self.checkpoints.snapshots(
+            model, sorted({canonical(r[model.primary_key]) for r in rows})
+        )
+
+    def _store_page(
+        self,
+        model: ModelConfig,
+        changes: RowChanges,
+        rows: Sequence[dict[str, Any]],
+        state: ModelState,
+        mr: ModelReport,
+        high: Any,
+        hold: Any,
+    ) -> Any:
+        before = self._snapshots(model, rows)
+        now = self._clock.now()
+        batch: list[Event] = []
+        snapshot_of: dict[str, Snapshot] = {}
+        events_of: dict[str, list[str]] = {}
+        cursor_of: dict[str, Any] = {}
+        for row in rows:
+            mr.rows += 1
+            key = canonical(row[model.primary_key])
+            outcome = changes.outcome(row, before.get(key))
+            if outcome.snapshot is None:
+                continue
+            mr.changed += 1
+            try:
+                parsed = [parse_event(w, now=now) for w in outcome.events]
+            except EventRejected as exc:
+                # The row's key and the rule it broke; never its values (they may be PHI).
+                mr.rejected.append((key, exc.reason, exc.detail))
+                log.warning(
+                    "source.row_rejected",
+                    source=self.source.name,
+                    model=model.name,
+                    row_key=key if len(key) <= 64 else None,
+                    reason=exc.reason,
+                )
+                continue
+            batch += parsed
+            snapshot_of[key] = outcome.snapshot
+            events_of[key] = [e.id for e in parsed]
+            cursor_of[key] = row.get(model.cursor) if model.cursor else None
+        result = self._commit(
+            model, batch, snapshot_of, events_of, cursor_of, state, high, hold, mr
+        )
+        return result
+
+    def _commit(
+        self,
+        model: ModelConfig,
+        batch: list[Event],
+        snapshot_of: dict[str, Snapshot],
+        events_of: dict[str, list[str]],
+        cursor_of: dict[str, Any],
+        state: ModelState,
+        high: Any,
+        hold: Any,
+        mr: ModelReport,
+        *,
+        full_scan_us: int | None = None,
+    ) -> Any:
+        now_us = to_micros(self._clock.now())
+        outcome: dict[str, Any] = {"hold": hold}
+
+        # The intake retries the transaction on a concurrent writer's IntegrityError: count on
+        # a draft and keep it only once the commit succeeded.
+        draft = dataclasses.replace(state)
+
+        def in_transaction(conn: Connection, result: IntakeResult) -> None:
+            vars(draft).update(vars(state))
+            skipped = {event_id for event_id, _, _ in result.skipped}
+            held_keys = {k for k, ids in events_of.items() if skipped.intersection(ids)}
+            new_hold = hold
+            for k in held_keys:
+                c = cursor_of[k]
+                if c is not None and (new_hold is None or c < new_hold):
+                    new_hold = c
+            snapshots = [s for k, s in snapshot_of.items() if k not in held_keys]
+            self.checkpoints.save_snapshots(conn, model, snapshots, now_us)
+            water = high
+            if new_hold is not None:
+                water = new_hold if high is None else min(high, new_hold)
+            self.checkpoints.save(
+                conn,
+                model,
+                draft,
+                now_us,
+                high_water=water,
+                rows=len(snapshot_of),
+                events=result.accepted,
+                full_scan_us=full_scan_us,
+            )
+            outcome["hold"] = new_hold
+            outcome["held"] = len(held_keys)
+
+        result = self._intake.accept(
+            batch,
+            source=INTAKE_SOURCE,
+            actor=f"source:{self.source.name}",
+            unknown_patients="skip",
+            in_transaction=in_transaction,
+        )
+        vars(state).update(vars(draft))
+        mr.events += result.accepted
+        mr.duplicates += result.duplicates
+        mr.held += int(outcome.get("held", 0))
+        return outcome["hold"]
+
+    def _key_diff(
+        self,
+        model: ModelConfig,
+        changes: RowChanges,
+        seen: set[str],
+        state: ModelState,
+        mr: ModelReport,
+        high: Any,
+        hold: Any,
+    ) -> None:
+        gone = [s for s in self.checkpoints.live_snapshots(model) if s.row_key not in seen]
+        mr.deleted += len(gone)
+        self._tombstones(model, changes, gone, state, mr, high, hold, full_scan=True)
+
+    def _tombstones(
+        self,
+        model: ModelConfig,
+        changes: RowChanges,
+        gone: Sequence[Snapshot],
+        state: ModelState,
+        mr: ModelReport,
+        high: Any,
+        hold: Any,
+        *,
+        full_scan: bool,
+    ) -> None:
+        """Rows no longer in the table: their delete events and tombstones, in one commit."""
+        now = self._clock.now()
+        batch: list[Event] = []
+        snapshot_of: dict[str, Snapshot] = {}
+        events_of: dict[str, list[str]] = {}
+        for before in gone:
+            wires, tomb = changes.tombstone(before, to_micros(now))
+            try:
+                parsed = [parse_event(w, now=now) for w in wires]
+            except EventRejected as exc:
+                mr.rejected.append((before.row_key, exc.reason, exc.detail))
+                continue
+            batch += parsed
+            snapshot_of[before.row_key] = tomb
+            events_of[before.row_key] = [e.id for e in parsed]
+        self._commit(
+            model,
+            batch,
+            snapshot_of,
+            events_of,
+            dict.fromkeys(snapshot_of),
+            state,
+            high,
+            hold,
+            mr,
+            full_scan_us=to_micros(now) if full_scan else None,
+        )
+
+    # -- change capture ------------------------------------------------------------------------
+
+    def apply_keys(self, model: ModelConfig, keys: Sequence[str]) -> ModelReport:
+        """Re-read the rows `keys` name (logical replication said they changed) and store what
+        changed, exactly as a polling read would; a key with no row left is a delete."""
+        mr = ModelReport(model.name)
+        state = self.checkpoints.state(model)
+        if state.stopped_reason:
+            mr.stopped = state.stopped_reason
+            return mr
+        changes = self._changes(model)
+        high, hold = state.cursor, None
+        wanted = sorted(set(keys))
+        found: set[str] = set()
+        for rows in self.pages.by_key(model, wanted):
+            if self._after_read is not None:
+                self._after_read(model.name, mr.pages + 1)
+            found.update(canonical(r[model.primary_key]) for r in rows)
+            if model.cursor is not None:
+                for r in rows:
+                    high = cursor_max(high, r.get(model.cursor))
+            hold = self._store_page(model, changes, rows, state, mr, high, hold)
+            mr.pages += 1
+        missing = [k for k in wanted if k not in found]
+        if missing:
+            before = self.checkpoints.snapshots(model, missing)
+            gone = [b for b in before.values() if b.row_digest is not None]
+            mr.deleted += len(gone)
+            if gone:
+                self._tombstones(model, changes, gone, state, mr, high, hold, full_scan=False)
+        return mr
+
+    def _start(self, model: ModelConfig, state: ModelState) -> Any:
+        """Where an incremental read starts: the high-water mark less the safety window."""
+        start = state.cursor
+        if isinstance(start, datetime):
+            start = start - timedelta(seconds=self.source.safety_window_seconds)
+        return start
+
+    def _save_stop(self, model: ModelConfig, reason: str) -> None:
+        state = self.checkpoints.state(model)
+        self.checkpoints.save_alone(
+            model, state, to_micros(self._clock.now()), stopped_reason=reason
+        )

@@ -1,0 +1,199 @@
+"""Change capture through logical replication, on a throwaway cluster at wal_level=logical; and
+the fallback to polling on a server that cannot create a slot."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from telecrm.bootstrap import Runtime
+from telecrm.simulate.to_postgres import PlatformDatabase
+from telecrm.sources.cdc import LogicalCapture
+from telecrm.sources.platform_db import platform_engine
+from telecrm.sources.reader import SourceReader
+from tests.sources.conftest import SMALL_WORLD, example_source, sql
+from tests.support import postgres
+
+
+@pytest.fixture(scope="module")
+def logical_server() -> Iterator[str]:
+    """A private PostgreSQL cluster with wal_level=logical (the shared one runs at replica)."""
+    bindir = postgres._binaries()
+    if bindir is None:
+        pytest.fail("no PostgreSQL binaries to start a wal_level=logical cluster")
+    workdir = Path(tempfile.mkdtemp(prefix="telecrm-logical-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        os.chown(workdir, pwd.getpwnam("postgres").pw_uid, -1)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    port = postgres._free_port()
+    data = workdir / "data"
+    subprocess.run(
+        [*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=4"
+    )
+    subprocess.run(
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(workdir / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        for _ in range(50):
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.1)  # the server we just started is still coming up
+        yield url
+    finally:
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def logical_platform(logical_server: str) -> Iterator[str]:
+    name = f"platform_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    with psycopg.connect(logical_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = logical_server.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with psycopg.connect(logical_server, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE database = %s",
+            (name,),
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_changes_arrive_through_the_slot_exactly_once(
+    logical_platform: str, runtime: Runtime
+) -> None:
+    world = PlatformDatabase(logical_platform, SMALL_WORLD, batch=300)
+    world.create()
+    world.advance(SMALL_WORLD.start_at + timedelta(days=30))
+    source = example_source()
+    engine = platform_engine(source, {source.url_env: logical_platform})
+    reader = SourceReader(
+        source, engine, runtime.engine, runtime.intake(), runtime.blind_index(), runtime.clock
+    )
+    registry = CollectorRegistry()
+    capture = LogicalCapture(source, engine, reader, registry=registry)
+    assert capture.start() is None
+    initial = reader.run()  # the initial load polls; the slot already records what follows
+    assert initial.events > 0
+    world.advance(SMALL_WORLD.start_at + timedelta(days=45))
+    (orders_paid,) = sql(logical_platform, "SELECT count(*) FROM orders")[0]
+    captured = capture.poll()
+    assert captured.transactions > 0 and captured.events > 0
+    assert capture.polled == ["prescriptions"]  # a query model: polled beside the slot
+    assert reader.run(models=capture.polled).events > 0
+    assert capture.poll().events == 0  # the slot was advanced past what was stored
+    assert reader.run().events == 0  # polling finds nothing the capture missed
+    with runtime.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        from telecrm.ingest.tables import events
+
+        (paid,) = conn.execute(select(func.count()).where(events.c.type == "order.paid")).one()
+    assert paid == orders_paid
+    assert (
+        registry.get_sample_value("telecrm_source_slot_lag_bytes", {"source": "platform"})
+        is not None
+    )
+    pid = sql(logical_platform, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+    sql(
+        logical_platform,
+        "INSERT INTO support_tickets (id, patient_id, category, priority, status,"
+        " created_at, updated_at) VALUES ('tkt_cdc', %s, 'billing', 'normal', 'open', now(), now())",
+        (pid,),
+    )
+    assert capture.poll().events == 1
+    engine.dispose()
+
+
+def test_a_crash_before_the_slot_advances_replays_nothing_twice(
+    logical_platform: str, runtime: Runtime
+) -> None:
+    world = PlatformDatabase(logical_platform, SMALL_WORLD, batch=300)
+    world.create()
+    world.advance(SMALL_WORLD.start_at + timedelta(days=30))
+    source = example_source()
+    engine = platform_engine(source, {source.url_env: logical_platform})
+
+    def reader(**kwargs: object) -> SourceReader:
+        return SourceReader(
+            source,
+            engine,
+            runtime.engine,
+            runtime.intake(),
+            runtime.blind_index(),
+            runtime.clock,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    assert LogicalCapture(source, engine, reader()).start() is None
+    reader().run()
+    world.advance(SMALL_WORLD.end)
+
+    def crash(model: str, page: int) -> None:
+        if model == "orders":
+            raise RuntimeError("killed after some models were stored, before the slot advanced")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        LogicalCapture(source, engine, reader(after_read=crash)).poll()
+    again = LogicalCapture(source, engine, reader())
+    replay = again.poll()
+    assert replay.events > 0
+    assert {m.model: m.duplicates for m in replay.models}["patients"] == 0  # re-read, not re-sent
+    (orders,) = sql(logical_platform, "SELECT count(*) FROM orders")[0]
+    with runtime.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        from telecrm.ingest.tables import events
+
+        (paid,) = conn.execute(select(func.count()).where(events.c.type == "order.paid")).one()
+    assert paid == orders
+    assert again.poll().events == 0
+    engine.dispose()
+
+
+def test_without_logical_replication_it_says_why_and_the_caller_polls(
+    world: PlatformDatabase, platform_url: str, make_reader
+) -> None:
+    source = example_source()
+    engine = platform_engine(source, {source.url_env: platform_url})
+    reason = LogicalCapture(source, engine, make_reader()).start()
+    assert reason is not None and "wal_level=logical" in reason
+    engine.dispose()
