@@ -82,6 +82,21 @@ def engine(
     yield eng
 
 
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """A command under test may configure logging (level, stream) for the whole process: put the
+    root level back afterwards, so a later test's CLI output does not carry INFO lines."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    if root.level != level or root.handlers != handlers:
+        from telecrm.observability.logs import configure_logging
+
+        configure_logging(logging.getLevelName(level) if level else "WARNING")
+
+
 @pytest.fixture
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich sizes tables to the terminal it found at import: give CLI tests room so nothing is cut."""

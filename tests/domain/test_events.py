@@ -437,3 +437,14 @@ def test_rejections_stay_short_whatever_the_input():
     assert len(str(rejected(raw))) < 300
     raw = wire("order.paid", data={"order_id": "o", "amount": 1, "k" * 100_000: 1})
     assert len(str(rejected(raw))) < 300
+
+
+def test_a_plan_created_or_completed_is_one_fact_but_its_updates_recur() -> None:
+    from telecrm.domain.events import fact_key
+
+    created = {"treatment_plan_id": "tp_1", "status": "created"}
+    key = fact_key("treatment_plan.updated", "pat_1", created)
+    assert key is not None and key == fact_key("treatment_plan.updated", "pat_1", dict(created))
+    completed = fact_key("treatment_plan.updated", "pat_1", {**created, "status": "completed"})
+    assert completed not in (None, key)
+    assert fact_key("treatment_plan.updated", "pat_1", {**created, "status": "updated"}) is None

@@ -147,7 +147,13 @@ FASTAPI_APP = {
         "POST /webhooks/lab-results": {"diagnosis", "allergies"},
     },
     "not_phi": {
-        "POST /api/v1/patients": {"first_name", "last_name", "contact.email", "date_of_birth", "favourite_colour"},
+        "POST /api/v1/patients": {
+            "first_name",
+            "last_name",
+            "contact.email",
+            "date_of_birth",
+            "favourite_colour",
+        },
         "POST /api/v1/public/intake": {"email", "dob"},
         "POST /webhooks/lab-results": {"patient_id"},
     },
@@ -229,7 +235,11 @@ NESTJS_APP = {
     "phi_fields": {"POST /api/patients": {"medications", "allergies"}},
     "not_phi": {
         "POST /api/patients": {
-            "firstName", "contactAddress", "birthDate", "emergencyContact.name", "emergencyContact.phone"
+            "firstName",
+            "contactAddress",
+            "birthDate",
+            "emergencyContact.name",
+            "emergencyContact.phone",
         },
         "POST /api/webhooks/email-events": {"[].email", "[].event", "[].sg_message_id"},
     },

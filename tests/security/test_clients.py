@@ -76,7 +76,12 @@ def test_the_cli_prints_the_secret_once_lists_and_disables(env: dict[str, str]) 
     runner = CliRunner()
     created = runner.invoke(app, ["clients", "create", "crm-team", "--role", "marketing"], env=env)
     assert created.exit_code == 0, created.output
-    lines = dict(line.split(None, 1) for line in created.output.splitlines()[:3])
+    # stdout only: a log line on stderr (the level an earlier test left) must not shift the parse
+    lines = dict(
+        line.split(None, 1)
+        for line in created.stdout.splitlines()
+        if line.startswith(("client_id", "client_secret", "role"))
+    )
     client_id, secret = lines["client_id"], lines["client_secret"]
     assert client_id.startswith("tcc_") and secret.startswith("tcs_")
     assert "cannot show it again" in created.output

@@ -101,6 +101,17 @@ def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
     assert str(path) in str(info.value) and "not valid YAML" in str(info.value)
 
 
+@pytest.mark.parametrize("tagged", ["!", "!!python/object:os.system x", "!!binary zz"])
+def test_a_tag_the_safe_loader_refuses_is_a_yaml_error_with_its_line(
+    tmp_path: Path, tagged: str
+) -> None:
+    path = tmp_path / "tagged.yaml"
+    path.write_text(f"version: 1\ndestination: {tagged}\n")
+    with pytest.raises(MappingError) as info:  # was a raw yaml ConstructorError (a traceback)
+        load_mapping(path)
+    assert "not valid YAML" in str(info.value) and info.value.line == 2
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MappingError, match="cannot read the file"):
         load_mapping(tmp_path / "nope.yaml")

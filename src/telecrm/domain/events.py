@@ -422,13 +422,19 @@ FACT_FIELDS: dict[str, tuple[str, ...]] = {
     "support_ticket.created": ("ticket_id",),
     "referral.made": ("referral_id",),
     "review.posted": ("review_id",),
+    # A plan is created, completed or discontinued once; its "updated" status may recur.
+    "treatment_plan.updated": ("treatment_plan_id", "status"),
 }
+RECURRING: dict[str, tuple[str, str]] = {"treatment_plan.updated": ("status", "updated")}
 
 
 def fact_key(type_: str, patient_key: str, data: dict[str, Any]) -> str | None:
     """A digest naming the fact (ids only), or None for events that may recur."""
     fields = FACT_FIELDS.get(type_)
     if fields is None:
+        return None
+    recurring = RECURRING.get(type_)
+    if recurring is not None and data.get(recurring[0]) == recurring[1]:
         return None
     parts = [type_, patient_key, *(str(data.get(name, "")) for name in fields)]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()

@@ -53,6 +53,7 @@ class _CurrentStderr:
 
 
 def configure_logging(level: str = "INFO", *, stream: Any = None) -> None:
+    level = level.upper()  # TELECRM_LOG_LEVEL=warning works as WARNING does
     stream = stream or _CurrentStderr()
     logging.basicConfig(format="%(message)s", stream=stream, level=level, force=True)
     structlog.configure(

@@ -41,7 +41,9 @@ def analyze_command(
         "application's source tree (FastAPI, Flask, Django, Express, NestJS), read, never run",
     ),
     out: Path = typer.Option(Path("readiness"), "--out", help="Directory for the report files"),
-    fmt: str = typer.Option("md,json,html", "--format", help="Comma-separated: md, json, html, pdf"),
+    fmt: str = typer.Option(
+        "md,json,html", "--format", help="Comma-separated: md, json, html, pdf"
+    ),
     validate: bool = typer.Option(
         True, "--validate/--no-validate", help="Check the shape with openapi-spec-validator first"
     ),
@@ -117,4 +119,8 @@ def analyze_command(
     for path in written:
         console.print(f"wrote {escape(str(path))}", highlight=False)
     if "pdf" in formats:  # last: without chromium the other files are still written (exit 2)
-        write_pdf(html, out / "readiness.pdf", title=f"API readiness: {report['title'] or report['source']}")
+        write_pdf(
+            html,
+            out / "readiness.pdf",
+            title=f"API readiness: {report['title'] or report['source']}",
+        )

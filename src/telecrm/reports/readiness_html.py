@@ -101,7 +101,11 @@ def plan_summary_rows(report: dict[str, Any], row: Callable[..., Row]) -> list[R
             f"{s['stages_evidenced']} of {s['stages_total']} (+{s['stages_derived']} derived)",
             *endpoints_of(stages),
         ),
-        row("funnels measurable", f"{s['funnels_measurable']} of {s['funnels_total']}", *endpoints_of(stages)),
+        row(
+            "funnels measurable",
+            f"{s['funnels_measurable']} of {s['funnels_total']}",
+            *endpoints_of(stages),
+        ),
         row(
             "automation triggers fed",
             f"{s['triggers_found']} of {s['triggers_total']} ({s['triggers_pushed']} pushed)",
@@ -110,10 +114,18 @@ def plan_summary_rows(report: dict[str, Any], row: Callable[..., Row]) -> list[R
     ]
     for p in report.get("crm_plans", []):
         c = p["complexity"]
-        pointers = [o["evidence"][0] for o in p["objects"]] + [f["evidence"] for f in p["custom_fields"]]
+        pointers = [o["evidence"][0] for o in p["objects"]] + [
+            f["evidence"] for f in p["custom_fields"]
+        ]
         pointers += [t["evidence"] for t in p["custom_tables"]]
-        chosen = [by_id[i["item"]] for k in ("endpoints_to_pull", "webhooks_to_receive") for i in p["work"][k]]
-        rows.append(row(f"{p['title']} complexity", f"{c['total']} ({c['band']})", chosen, pointers))
+        chosen = [
+            by_id[i["item"]]
+            for k in ("endpoints_to_pull", "webhooks_to_receive")
+            for i in p["work"][k]
+        ]
+        rows.append(
+            row(f"{p['title']} complexity", f"{c['total']} ({c['band']})", chosen, pointers)
+        )
     steps = report.get("roadmap", [])
     rows.append(row("roadmap steps", len(steps), [], [p for st in steps for p in st["evidence"]]))
     return rows

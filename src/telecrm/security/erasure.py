@@ -64,15 +64,18 @@ def request_erasure(
 ) -> ErasureRequest:
     """Store the erasure event and its audit entry in one transaction (fold it afterwards)."""
     with engine.begin() as conn:
-        if conn.execute(
-            select(shredded_patients.c.patient_key).where(
-                shredded_patients.c.patient_key == patient_id
-            )
-        ).first() and not conn.execute(
-            select(profiles.c.patient_key).where(
-                profiles.c.patient_key == patient_id, profiles.c.deleted.is_(False)
-            )
-        ).first():
+        if (
+            conn.execute(
+                select(shredded_patients.c.patient_key).where(
+                    shredded_patients.c.patient_key == patient_id
+                )
+            ).first()
+            and not conn.execute(
+                select(profiles.c.patient_key).where(
+                    profiles.c.patient_key == patient_id, profiles.c.deleted.is_(False)
+                )
+            ).first()
+        ):
             raise AlreadyErased(f"{patient_id} was erased before: nothing left to remove")
         key = find_patient_key(conn, index, patient_id=patient_id, email=None, phone=None)
         row = conn.execute(

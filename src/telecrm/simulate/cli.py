@@ -89,7 +89,9 @@ def simulate(
         return  # e.g. `telecrm simulate serve`: the subcommand has its own options
     if sum(x is not None for x in (out, send, to_postgres)) != 1:
         raise _fail(
-            "give exactly one of --out, --send and --to-postgres", "see `telecrm simulate --help`", 2
+            "give exactly one of --out, --send and --to-postgres",
+            "see `telecrm simulate --help`",
+            2,
         )
     try:
         first_day = date.fromisoformat(start)

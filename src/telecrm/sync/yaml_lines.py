@@ -20,16 +20,18 @@ class YamlSyntaxError(ValueError):
 
 def load_with_lines(text: str) -> tuple[Any, dict[Location, int]]:
     """The document as plain Python, and {location: 1-based line} for every mapping key and item."""
+    lines: dict[Location, int] = {}
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is None:
+            return None, lines
+        # Converting constructs each scalar: a tag the safe loader does not know (`!`, `!!python/...`)
+        # fails here, not in compose.
+        return _convert(root, (), lines), lines
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise YamlSyntaxError(mark.line + 1 if mark else None, problem) from None
-    lines: dict[Location, int] = {}
-    if root is None:
-        return None, lines
-    return _convert(root, (), lines), lines
 
 
 def _convert(node: yaml.Node, loc: Location, lines: dict[Location, int]) -> Any:
@@ -37,13 +39,22 @@ def _convert(node: yaml.Node, loc: Location, lines: dict[Location, int]) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
+            key = _scalar(key_node)
             lines[(*loc, key)] = key_node.start_mark.line + 1
             out[key] = _convert(value_node, (*loc, key), lines)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*loc, i), lines) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """A node's value by the safe loader; an unknown tag names the node's own line."""
+    try:
+        return yaml.safe_load(yaml.serialize(node))
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YamlSyntaxError(node.start_mark.line + 1, problem) from None
 
 
 def read_yaml_mapping(
