@@ -36,7 +36,7 @@ SALTED_FORMAT_VERSION = 2  # per-patient derived key (crypto-shredding)
 SALT_BYTES = 32
 _DERIVE_LABEL = b"telecrm/payload/v2"
 SALT_TAG_BYTES = 4
-_DERIVED_CACHE = 4096  # derived AEADs kept: a patient's events decrypt under one
+_DERIVED_CACHE = 65_536  # derived keys kept (a few MB): an import touches many patients
 KEY_BYTES = 32  # AES-256
 KEY_ID_BYTES = 8  # shown as 16 hex characters, the width of data_keys.key_id
 NONCE_BYTES = 12  # the 96-bit nonce GCM is specified for (NIST SP 800-38D)
@@ -98,21 +98,22 @@ class FieldCipher:
         self.active_key_id = active_key_id
         self._aeads = aeads
         self._keys = {key_id_bytes(k): bytes(v) for k, v in keys.items()}
-        self._derived: dict[tuple[bytes, bytes], AESGCM] = {}
+        # (data key id, salt) -> (derived AEAD, the salt's tag): each patient's is made once
+        self._derived: dict[tuple[bytes, bytes], tuple[AESGCM, bytes]] = {}
         self._active_header = _VERSION_BYTE + key_id_bytes(active_key_id)
         self._active_aead = aeads[key_id_bytes(active_key_id)]
 
-    def _derived_aead(self, key_id: bytes, salt: bytes) -> AESGCM:
-        aead = self._derived.get((key_id, salt))
-        if aead is None:
+    def _derived_aead(self, key_id: bytes, salt: bytes) -> tuple[AESGCM, bytes]:
+        entry = self._derived.get((key_id, salt))
+        if entry is None:
             key = self._keys.get(key_id)
             if key is None:
                 raise UnknownDataKey(key_id.hex())
             if len(self._derived) >= _DERIVED_CACHE:
                 self._derived.clear()  # cheap to rebuild; a bound, not an LRU
-            aead = AESGCM(hmac.digest(key, _DERIVE_LABEL + salt, "sha256"))
-            self._derived[(key_id, salt)] = aead
-        return aead
+            entry = (AESGCM(hmac.digest(key, _DERIVE_LABEL + salt, "sha256")), salt_tag(salt))
+            self._derived[(key_id, salt)] = entry
+        return entry
 
     def encrypt(
         self, plaintext: bytes, *, record_id: str, field: str, salt: bytes | None = None
@@ -123,8 +124,8 @@ class FieldCipher:
         else:
             if len(salt) != SALT_BYTES:
                 raise ValueError(f"a patient salt is {SALT_BYTES} bytes")
-            header = _SALTED_BYTE + self._active_header[1:] + salt_tag(salt)
-            aead = self._derived_aead(self._active_header[1:], salt)
+            aead, tag = self._derived_aead(self._active_header[1:], salt)
+            header = _SALTED_BYTE + self._active_header[1:] + tag
         nonce = os.urandom(NONCE_BYTES)
         sealed = aead.encrypt(nonce, plaintext, _associated_data(header, record_id, field))
         return header + nonce + sealed
@@ -152,10 +153,13 @@ class FieldCipher:
                     "not a telecrm ciphertext (too short)", record_id=record_id, field=field
                 )
             header = bytes(token[:SALTED_HEADER_BYTES])
-            if salt is None or salt_tag(bytes(salt)) != header[HEADER_BYTES:]:
-                # The salt it was sealed under is gone (a later one may exist: registered again)
+            if salt is None:
                 raise Shredded(record_id=record_id, field=field)
-            aead = self._derived_aead(header[1:HEADER_BYTES], bytes(salt))
+            aead, tag = self._derived_aead(header[1:HEADER_BYTES], bytes(salt))
+            if tag != header[HEADER_BYTES:]:
+                # The salt it was sealed under is gone (a later one may exist: sent again after
+                # the erasure)
+                raise Shredded(record_id=record_id, field=field)
         else:
             raise DecryptionFailed(
                 f"unknown ciphertext format version {token[0]}", record_id=record_id, field=field
