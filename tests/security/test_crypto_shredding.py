@@ -15,7 +15,7 @@ from telecrm.domain.clock import FrozenClock
 from telecrm.ingest.tables import events
 from telecrm.profiles.rebuild import projection_digest, rebuild_projection
 from telecrm.profiles.tables import profiles
-from telecrm.security.erasure import AlreadyErased, request_erasure
+from telecrm.security.erasure import AlreadyErased, ErasureRequest, request_erasure
 from telecrm.security.errors import DecryptionFailed, Shredded
 from telecrm.security.export import export_record
 from telecrm.security.shredding import open_payload, with_salts
@@ -64,6 +64,19 @@ def _seed(api: SignedClient, runtime: Runtime) -> None:
     runtime.worker().drain()
 
 
+def _erase(runtime: Runtime, clock: FrozenClock, reason: str) -> ErasureRequest:
+    return request_erasure(
+        runtime.engine,
+        runtime.intake(),
+        runtime.blind_index(),
+        GONE,
+        cipher=runtime.cipher(),
+        reason=reason,
+        actor="test",
+        now=clock.now(),
+    )
+
+
 def _rows(runtime: Runtime, keys: list[str]) -> list:  # type: ignore[type-arg]
     with runtime.engine.connect() as conn:
         return list(
@@ -83,16 +96,7 @@ def test_erasure_shreds_every_payload_of_the_patient_and_their_visitor_history(
     before = _rows(runtime, [GONE, "anon:v_shred"])
     assert before and all(r.payload[0] == 2 and open_payload(cipher, r) for r in before)
     clock.set(START + timedelta(days=3))
-    done = request_erasure(
-        runtime.engine,
-        runtime.intake(),
-        runtime.blind_index(),
-        GONE,
-        cipher=runtime.cipher(),
-        reason="request #12",
-        actor="test",
-        now=clock.now(),
-    )
+    done = _erase(runtime, clock, "request #12")
     runtime.worker().drain()
     assert done.keys_destroyed == 2  # the patient's key and their visitor's
     assert done.events_shredded == len(before)
@@ -132,16 +136,7 @@ def test_erasure_shreds_every_payload_of_the_patient_and_their_visitor_history(
     assert all(e["data"] is not None for e in kept["events"])
 
     with pytest.raises(AlreadyErased):
-        request_erasure(
-            runtime.engine,
-            runtime.intake(),
-            runtime.blind_index(),
-            GONE,
-            cipher=cipher,
-            reason="again",
-            actor="test",
-            now=clock.now(),
-        )
+        _erase(runtime, clock, "again")
 
 
 def test_a_rebuild_after_shredding_gives_the_live_projection(
@@ -149,16 +144,7 @@ def test_a_rebuild_after_shredding_gives_the_live_projection(
 ) -> None:
     _seed(api, runtime)
     clock.set(START + timedelta(days=3))
-    request_erasure(
-        runtime.engine,
-        runtime.intake(),
-        runtime.blind_index(),
-        GONE,
-        cipher=runtime.cipher(),
-        reason="request #13",
-        actor="test",
-        now=clock.now(),
-    )
+    _erase(runtime, clock, "request #13")
     runtime.worker().drain()
     live = projection_digest(runtime.engine, runtime.cipher())
     rebuild_projection(runtime.engine, runtime.worker(), clock)
@@ -170,16 +156,7 @@ def test_an_event_stored_after_the_erasure_gets_a_new_key_and_the_old_stay_shred
 ) -> None:
     _seed(api, runtime)
     clock.set(START + timedelta(days=3))
-    request_erasure(
-        runtime.engine,
-        runtime.intake(),
-        runtime.blind_index(),
-        GONE,
-        cipher=runtime.cipher(),
-        reason="request #14",
-        actor="test",
-        now=clock.now(),
-    )
+    _erase(runtime, clock, "request #14")
     runtime.worker().drain()
     clock.advance(timedelta(hours=1))
     late = event("order.paid", GONE, clock.now(), {"order_id": "o_late", "amount": 12.5})
@@ -210,15 +187,6 @@ def test_payloads_stored_before_per_patient_salts_are_shredded_too(
     with runtime.engine.begin() as conn:
         conn.execute(events.update().where(events.c.seq == order.seq).values(payload=legacy))
     clock.set(START + timedelta(days=3))
-    request_erasure(
-        runtime.engine,
-        runtime.intake(),
-        runtime.blind_index(),
-        GONE,
-        cipher=cipher,
-        reason="request #15",
-        actor="test",
-        now=clock.now(),
-    )
+    _erase(runtime, clock, "request #15")
     after = next(r for r in _rows(runtime, [GONE]) if r.event_id == order.event_id)
     assert after.payload[0] == 2 and open_payload(cipher, after) is None
