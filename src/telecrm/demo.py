@@ -126,6 +126,12 @@ def demo_command(
     keep: bool = typer.Option(
         False, help="Keep the previous demo database instead of starting fresh"
     ),
+    source: str = typer.Option(
+        "webhooks",
+        "--source",
+        help="Where patients come from: 'webhooks' (signed, to the intake) or 'database' (the "
+        "platform's PostgreSQL, read by the sources reader; TELECRM_DEMO_PLATFORM_URL)",
+    ),
 ) -> None:
     """Run the spine end to end on embedded defaults (SQLite, synthetic patients, loopback intake)."""
     import uvicorn
@@ -141,6 +147,8 @@ def demo_command(
     from telecrm.simulate.generator import generate
     from telecrm.simulate.sender import WebhookSender
 
+    if source not in ("webhooks", "database"):
+        raise fail("--source is 'webhooks' or 'database'", code=2)
     home = Path(os.environ.get("TELECRM_HOME", ".telecrm"))
     db_dir = home / "demo"
     if db_dir.exists() and not keep:
@@ -175,6 +183,12 @@ def demo_command(
         f"simulating {patients:,} patients over {months} months (seed {seed}); "
         f"intake on http://127.0.0.1:{port}, database {db_dir / 'telecrm.db'}"
     )
+    platform = None
+    if source == "database":
+        from telecrm.sources import demo_source
+
+        console.rule("the platform's own PostgreSQL, read by a database source")
+        platform = demo_source.demo_from_database(rt, config, console)
     started = time.perf_counter()
     with (
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
@@ -187,11 +201,12 @@ def demo_command(
             console=console,
         ) as bar,
     ):
-        task = bar.add_task("send", total=None)
+        task = bar.add_task("send", total=None, visible=platform is None)
         lossy = _Lossy(lost_every=LOST_EVERY)
         sender = WebhookSender(client, "/v1/events", secret, rate=1e9, batch=BATCH)
         sent = sender.send(
-            lossy(generate(config)), on_batch=lambda r: bar.update(task, completed=r.events)
+            lossy(generate(config)) if platform is None else iter(()),
+            on_batch=lambda r: bar.update(task, completed=r.events),
         )
         if sent.failed:
             status, title = sent.failed[0]
@@ -199,19 +214,22 @@ def demo_command(
         elapsed = time.perf_counter() - started
         lost = lossy.lost
         console.print(
-            f"sent {sent.events:,} events in {elapsed:.1f} s "
+            "no webhooks sent: the patients came from the platform database"
+            if platform is not None
+            else f"sent {sent.events:,} events in {elapsed:.1f} s "
             f"({sent.events / elapsed:,.0f} events/s); {sent.accepted:,} stored"
         )
         console.rule("what bad input gets back (problem+json, nothing stored)")
         _show_bad_input(client, secret)
 
-    console.rule("a webhook gap, filled by pulling the platform's API")
-    recovered = _fill_gap(rt, config)
-    console.print(
-        f"{lost:,} consultation events were lost in transit on purpose; `telecrm pull` read "
-        f"{recovered.records:,} consultations from the platform's API and stored "
-        f"{recovered.accepted:,} events ({recovered.duplicates:,} were already known)"
-    )
+    if platform is None:  # the database source lost nothing in transit: no gap to fill
+        console.rule("a webhook gap, filled by pulling the platform's API")
+        recovered = _fill_gap(rt, config)
+        console.print(
+            f"{lost:,} consultation events were lost in transit on purpose; `telecrm pull` read "
+            f"{recovered.records:,} consultations from the platform's API and stored "
+            f"{recovered.accepted:,} events ({recovered.duplicates:,} were already known)"
+        )
     with console.status("folding events into encrypted profiles"):
         while rt.queue_stats()[0]:
             time.sleep(0.1)
@@ -226,6 +244,9 @@ def demo_command(
         view = patient_view(conn, cipher, sample, actor="demo", reveal_reason=None, now_us=0)
         verified = verify_audit(conn)
     print_stages_and_funnels(s)
+    same_as_webhooks = platform is None or demo_source.compare_with_webhooks(
+        rt, config, console, db_dir / "webhook-reference.db"
+    )
     console.rule("analytics: lead, engagement, churn risk, lifetime value, adherence, forecast")
     from telecrm.analytics.demo_analytics import demo_analytics
 
@@ -310,6 +331,8 @@ def demo_command(
     from telecrm.reports.demo_report import demo_report
 
     reported = demo_report(rt, console, db_dir / "report")
+    if not same_as_webhooks:
+        raise fail("the database source's stage or funnel numbers differ from the webhook path's")
     if not scored["patients"] or scored["written"] != scored["patients"]:
         raise fail("analytics run did not score every patient")
     if not synced:

@@ -72,3 +72,19 @@ def test_a_tiny_history_is_refused_with_a_reason() -> None:
     log = ea.from_wire(pop.events[:500])
     with pytest.raises(ModelNotFitted, match="rows"):
         train_churn_model(log, (ea.to_days(pop.config.end) - 200,))
+
+
+def test_a_feature_no_patient_has_still_trains(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Patients read from the platform's database carry no sessions, so a feature can be NaN for
+    # every row, which scikit-learn's binning cannot take: the model must still train.
+    from telecrm.analytics import churn
+
+    pop = population(2000, 24, 5)
+    log = ea.from_wire(pop.events)
+    train_at, evaluate_at = _split(ea.to_days(pop.config.end))
+    x, y = churn.training_set(log, train_at, HORIZON)
+    x[:, FEATURES.index("days_since_payment_failure")] = np.nan  # nobody's payment failed
+    monkeypatch.setattr(churn, "training_set", lambda *_: (x, y))
+    model = train_churn_model(log, train_at, horizon_days=HORIZON)
+    p = predict_churn(model, churn_rows(log, evaluate_at).features)
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()

@@ -4,14 +4,9 @@ the fallback to polling on a server that cannot create a slot."""
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,56 +24,10 @@ from tests.support import postgres
 @pytest.fixture(scope="module")
 def logical_server() -> Iterator[str]:
     """A private PostgreSQL cluster with wal_level=logical (the shared one runs at replica)."""
-    bindir = postgres._binaries()
-    if bindir is None:
-        pytest.fail("no PostgreSQL binaries to start a wal_level=logical cluster")
-    workdir = Path(tempfile.mkdtemp(prefix="telecrm-logical-"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        os.chown(workdir, pwd.getpwnam("postgres").pw_uid, -1)
-        run_as = ["runuser", "-u", "postgres", "--"]
-    port = postgres._free_port()
-    data = workdir / "data"
-    subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-        check=True,
-        capture_output=True,
-    )
-    options = (
-        f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=4"
-    )
-    subprocess.run(
-        [
-            *run_as,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(workdir / "log"),
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    try:
-        for _ in range(50):
-            try:
-                psycopg.connect(url, connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                time.sleep(0.1)  # the server we just started is still coming up
+    with postgres.logical_cluster() as url:
+        if url is None:
+            pytest.fail("no PostgreSQL binaries to start a wal_level=logical cluster")
         yield url
-    finally:
-        subprocess.run(
-            [*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -57,6 +59,14 @@ def _start_throwaway() -> str:
             "install them (Debian/Ubuntu: `apt-get install postgresql`) or set "
             "TELECRM_TEST_POSTGRES_URL=postgresql://user@host:port/db"
         )
+    url, stop = start_cluster(bindir, "-c fsync=off")
+    atexit.register(stop)
+    return url
+
+
+def start_cluster(bindir: Path, settings: str = "") -> tuple[str, Callable[[], None]]:
+    """A private PostgreSQL cluster on a free loopback port (as `postgres` when run as root,
+    which PostgreSQL refuses): its admin URL, and how to stop it and remove its files."""
     workdir = Path(tempfile.mkdtemp(prefix="telecrm-pg-"))
     datadir = workdir / "data"
     run_as: list[str] = []
@@ -78,7 +88,7 @@ def _start_throwaway() -> str:
             "-D",
             str(datadir),
             "-o",
-            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 {settings}",
             "-l",
             str(workdir / "log"),
             "-w",
@@ -88,20 +98,38 @@ def _start_throwaway() -> str:
         capture_output=True,
     )
 
-    def _stop() -> None:
+    def stop() -> None:
         subprocess.run(
             [*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"],
             capture_output=True,
         )
         shutil.rmtree(workdir, ignore_errors=True)
 
-    atexit.register(_stop)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     for _ in range(50):
         if _reachable(url):
-            return url
+            return url, stop
         time.sleep(0.1)  # waiting for a server process we just started, not for our own code
-    raise NoPostgres(f"started a throwaway PostgreSQL but it did not answer; see {workdir}/log")
+    stop()
+    raise NoPostgres(f"started a PostgreSQL cluster but it did not answer (log: {workdir}/log)")
+
+
+LOGICAL = "-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=4"
+
+
+@contextmanager
+def logical_cluster(*, fsync: bool = False) -> Iterator[str | None]:
+    """A private cluster at wal_level=logical (the shared server runs at replica), or None when
+    no PostgreSQL binaries are found."""
+    bindir = _binaries()
+    if bindir is None:
+        yield None
+        return
+    url, stop = start_cluster(bindir, LOGICAL + ("" if fsync else " -c fsync=off"))
+    try:
+        yield url
+    finally:
+        stop()
 
 
 def _user_exists(name: str) -> bool:

@@ -80,7 +80,10 @@ def train_churn_model(
         random_state=seed,
     )
     calibrated = CalibratedClassifierCV(booster, method=method, cv=CALIBRATION_FOLDS)
-    calibrated.fit(x, y)
+    # A feature no patient has (no session events when patients come from a database source)
+    # is all NaN, which HistGradientBoosting's binning cannot take (scikit-learn 1.9): make it
+    # a constant, which carries as little information and which the booster never splits on.
+    calibrated.fit(np.where(np.isnan(x).all(axis=0), 0.0, x), y)
     return ChurnModel(
         calibrated=calibrated,
         horizon_days=horizon_days,

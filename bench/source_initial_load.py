@@ -1,0 +1,145 @@
+"""Database source, initial load: rows scanned per second and events emitted per second.
+
+1. Writes a simulated platform into a PostgreSQL database with `simulate --to-postgres`'s
+   machinery (`PlatformDatabase`), by default 220,000 patients over 12 months: just over
+   1,000,000 rows across the platform's tables (setup, timed separately).
+2. Times the first `telecrm sources run` over it: the shipped example models file, telecrm's
+   store on a fresh SQLite file, folding into profiles left out (`--no-process`).
+Prints JSON, with the load average before and after (the machine may be shared).
+
+    .venv/bin/python bench/source_initial_load.py
+    .venv/bin/python bench/source_initial_load.py --patients 20000 --reuse
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from telecrm.bootstrap import bootstrap
+from telecrm.observability.logs import configure_logging
+from telecrm.security.keyring import generate_master_key
+from telecrm.settings import Settings
+from telecrm.simulate.config import SimulationConfig
+from telecrm.simulate.to_postgres import TABLES, PlatformDatabase
+from telecrm.sources.config import load_sources
+from telecrm.sources.demo_source import EXAMPLE_MODELS
+from telecrm.sources.platform_db import platform_engine
+from telecrm.sources.reader import SourceReader
+
+ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DATABASE = "telecrm_bench_platform"
+
+
+def platform_rows(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        return {
+            t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]  # noqa: S608 (our table names)
+            for t in TABLES
+            if t != "simulation_state"
+        }
+
+
+def write_platform(url: str, config: SimulationConfig, reuse: bool) -> dict[str, object]:
+    if reuse:
+        try:
+            with psycopg.connect(url) as conn:
+                conn.execute("SELECT 1 FROM simulation_state")
+            return {"reused": True}
+        except psycopg.Error:
+            pass
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    began = time.perf_counter()
+    db = PlatformDatabase(url, config)
+    db.create(reset=True)
+    report = db.advance()
+    seconds = time.perf_counter() - began
+    return {
+        "reused": False,
+        "events_applied": report.events_applied,
+        "seconds": round(seconds, 1),
+        "events_per_second": round(report.events_applied / seconds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=220_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep a platform database written before"
+    )
+    args = parser.parse_args()
+
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{DATABASE}"
+    config = SimulationConfig(
+        patients=args.patients, months=args.months, seed=args.seed, start=date(2025, 1, 1)
+    )
+    configure_logging("WARNING")  # JSON only on stdout
+    load_before_setup = os.getloadavg()
+    setup = write_platform(url, config, args.reuse)
+    rows = platform_rows(url)
+
+    home = Path(tempfile.mkdtemp(prefix="telecrm-bench-source-"))
+    settings = Settings(
+        home=home,
+        database_url=f"sqlite:///{home / 'telecrm.db'}",
+        master_key=generate_master_key(),
+        log_level="WARNING",
+        embedded_worker=False,
+    )
+    rt = bootstrap(settings)
+    source = load_sources(EXAMPLE_MODELS).source("platform")
+    engine = platform_engine(source, {source.url_env: url})
+    reader = SourceReader(source, engine, rt.engine, rt.intake(), rt.blind_index(), rt.clock)
+    load_before = os.getloadavg()
+    began = time.perf_counter()
+    report = reader.run()
+    seconds = time.perf_counter() - began
+    load_after = os.getloadavg()
+    scanned = sum(m.rows for m in report.models)
+    print(
+        json.dumps(
+            {
+                "benchmark": "source_initial_load",
+                "world": {"patients": args.patients, "months": args.months, "seed": args.seed},
+                "setup": setup,
+                "platform_rows_total": sum(rows.values()),
+                "platform_rows": rows,
+                "store": "sqlite",
+                "rows_scanned": scanned,
+                "events_emitted": report.events,
+                "duplicates": sum(m.duplicates for m in report.models),
+                "stopped": [m.model for m in report.models if m.stopped],
+                "seconds": round(seconds, 1),
+                "rows_scanned_per_second": round(scanned / seconds),
+                "events_emitted_per_second": round(report.events / seconds),
+                "per_model": {
+                    m.model: {"rows": m.rows, "events": m.events, "pages": m.pages}
+                    for m in report.models
+                },
+                "loadavg_before_setup": load_before_setup,
+                "loadavg_before_read": load_before,
+                "loadavg_after_read": load_after,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
