@@ -28,8 +28,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# API readiness: {_cell(report['title'] or report['source'])}",
         "",
         f"Source `{_cell(report['source'])}` ({report['dialect']} {_cell(report['version'])}); "
-        f"shape validation: {_cell(report['validation'])}. Evidence is given as JSON pointers "
-        "into the document; endpoint ids (E1, E2 ...) link to the endpoint table.",
+        f"shape validation: {_cell(report['validation'])}. Evidence is given as "
+        + (
+            "file:line in the tree"
+            if report["dialect"] == "source-tree"
+            else "JSON pointers into the document"
+        )
+        + "; endpoint ids (E1, E2 ...) link to the endpoint table.",
         "",
         "## Summary",
         "",
