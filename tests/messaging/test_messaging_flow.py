@@ -171,3 +171,24 @@ def test_a_channel_without_a_provider_waits_while_the_other_sends(runtime, clock
         rows = _rows(h.runtime, patient_key="p1")
         assert [(r.channel, r.status) for r in rows] == [("email", "queued"), ("sms", "sent")]
         assert h.sendgrid.messages == [] and len(h.twilio.messages) == 1
+
+
+def test_a_text_twilio_refuses_still_counts_as_a_disclosure_with_its_refusal(runtime, clock):
+    clock.set(DAYTIME)
+    with messaging_harness(runtime, clock) as h:
+        # The patient texted STOP to the number, and the webhook telling telecrm was lost:
+        # telecrm still believes in the consent, so Twilio receives the message and refuses it.
+        h.twilio._receive("+14155552671", "stop", None)
+        h.feed([_consenting("p1", DAYTIME)])
+        h.run()
+        sms = _rows(h.runtime, channel="sms")[0]
+        assert sms.status == "opted_out"
+        with h.runtime.engine.connect() as conn:
+            told = conn.execute(
+                select(disclosures.c.destination, disclosures.c.purpose, disclosures.c.fields)
+                .where(disclosures.c.record_key == sms.message_id)
+            ).all()
+        assert [(d.destination, d.purpose.endswith("refused (opted_out)")) for d in told] == [
+            ("twilio", True)
+        ]
+        assert "phone" in told[0].fields

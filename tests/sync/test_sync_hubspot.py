@@ -123,6 +123,13 @@ def test_a_record_the_crm_refuses_goes_to_dead_letters_without_phi_and_is_retrie
     assert letter.code == "PROPERTY_DOESNT_EXIST"
     assert "telecrm_not_provisioned" in letter.detail
     assert CANARY_EMAIL not in repr(tuple(letter))
+    # HubSpot answered no, but it received the record's values: that is a disclosure too.
+    with runtime.engine.connect() as conn:
+        told = conn.execute(select(disclosures)).all()
+    assert [(r.object, r.record_key, r.purpose) for r in told] == [
+        ("contact", "P-1", "crm sync, refused by the CRM")
+    ]
+    assert "email" in told[0].fields
     assert h.sync().calls == 0  # the same data is not sent again by itself
 
 

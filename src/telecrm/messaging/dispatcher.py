@@ -46,6 +46,10 @@ from telecrm.security.envelope import FieldCipher
 LEASE_US = 120_000_000
 
 
+# Refusals telecrm makes itself before a call: nothing reached the provider.
+KEPT_BACK = frozenset({"render_failed", "PHI_REFUSED"})
+
+
 @dataclass(slots=True)
 class DispatchReport:
     claimed: int = 0
@@ -424,10 +428,13 @@ class MessageDispatcher:
                     "phi": job.phi,
                 },
             )
+        # A refusal the provider answered still carried the message to it: a disclosure.
+        sent = {"fields": job.fields_used, "phi": job.phi}
         if result.outcome == "opted_out":
-            return ("opted_out", {"code": result.code})
+            return ("opted_out", {"code": result.code, **sent})
         if result.outcome == "rejected":
-            return ("rejected", {"code": result.code, "reason": result.code})
+            told = {} if result.code in KEPT_BACK else sent
+            return ("rejected", {"code": result.code, "reason": result.code, **told})
         if result.detail and result.detail.startswith("retry_after="):
             # The provider's limit, not this message: try again when it says, no attempt spent.
             retry_after = max(1.0, float(result.detail.split("=", 1)[1] or 0))

@@ -39,16 +39,9 @@ def record_outcomes(
         r = job.row
         status, info = outcomes[r.message_id]
         values: dict[str, Any] = {"lease_until_us": 0}
-        if status == "sent":
-            report.sent += 1
-            values.update(
-                status="sent",
-                sent_us=now_us,
-                provider_id=info["provider_id"],
-                segments=info["segments"],
-                code=None,
-            )
+        if "fields" in info:  # it reached the provider, sent or refused there: a disclosure
             read_fields.update(info["fields"])
+            refused = "" if status == "sent" else f", refused ({status})"
             disclosed.append(
                 {
                     "at_us": now_us,
@@ -58,8 +51,17 @@ def record_outcomes(
                     "record_key": r.message_id,
                     "fields": orjson.dumps(info["fields"]).decode(),
                     "phi": info["phi"],
-                    "purpose": f"{r.purpose} message {r.template}"[:64],
+                    "purpose": f"{r.purpose} message {r.template}{refused}"[:64],
                 }
+            )
+        if status == "sent":
+            report.sent += 1
+            values.update(
+                status="sent",
+                sent_us=now_us,
+                provider_id=info["provider_id"],
+                segments=info["segments"],
+                code=None,
             )
         elif status == "queued" and info.get("limited"):
             report.retried += 1

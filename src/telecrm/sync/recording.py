@@ -34,6 +34,7 @@ class Outcomes:
     _accepted: dict[tuple[str, str], tuple[DesiredRecord, str | None]] = field(default_factory=dict)
     _unlinked: set[tuple[str, str]] = field(default_factory=set)
     _rejected: list[tuple[DesiredRecord, str, str]] = field(default_factory=list)
+    _refused_after_sending: list[DesiredRecord] = field(default_factory=list)
     _missing: list[DesiredRecord] = field(default_factory=list)
     _converted: list[tuple[str, str, bool, str | None]] = field(default_factory=list)
     _archived: list[tuple[str, str, str]] = field(default_factory=list)
@@ -51,8 +52,12 @@ class Outcomes:
         self.deferred.add(d.patient_key)
         self.failure_codes.setdefault(d.patient_key, "DEPENDENCY_NOT_IN_CRM")
 
-    def reject(self, d: DesiredRecord, code: str, detail: str) -> None:
+    def reject(self, d: DesiredRecord, code: str, detail: str, *, sent: bool = True) -> None:
+        """A record the CRM refused (`sent`: its values reached the CRM, which answered no) or
+        that telecrm kept back itself (`sent=False`, e.g. PHI for a destination without a BAA)."""
         self._rejected.append((d, code, detail))
+        if sent:
+            self._refused_after_sending.append(d)
 
     def missing(self, d: DesiredRecord) -> None:
         self._missing.append(d)
@@ -278,17 +283,20 @@ def _disclose(conn: Connection, mapping: Mapping, out: Outcomes, now_us: int) ->
     rows = []
     patients: set[str] = set()
     fields: set[str] = set()
-    for (obj, key), (d, _crm_id) in out._accepted.items():
+    # A record the CRM refused was still sent to it: its values were disclosed all the same.
+    sent = [(d, "crm sync") for d, _crm_id in out._accepted.values()]
+    sent += [(d, "crm sync, refused by the CRM") for d in out._refused_after_sending]
+    for d, purpose in sent:
         rows.append(
             {
                 "at_us": now_us,
                 "destination": mapping.destination,
                 "patient_key": d.patient_key,
-                "object": obj,
-                "record_key": key,
+                "object": d.object,
+                "record_key": d.key,
                 "fields": orjson.dumps(list(d.fields)).decode(),
                 "phi": any(FIELDS[f].is_phi for f in d.fields),
-                "purpose": "crm sync",
+                "purpose": purpose,
             }
         )
         if d.fields:

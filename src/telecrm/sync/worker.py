@@ -270,7 +270,9 @@ class SyncWorker:
                 report.unchanged += 1  # accepted already, or refused with this very data
                 continue
             if d.phi and not self.mapping.baa:  # the mapping check, once more at send time
-                rnd.outcomes.reject(d, "PHI_REFUSED", "a PHI field for a destination without a BAA")
+                rnd.outcomes.reject(
+                    d, "PHI_REFUSED", "a PHI field for a destination without a BAA", sent=False
+                )
                 continue
             fresh.append(d)
         rnd.desired = fresh
