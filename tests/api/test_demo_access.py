@@ -28,6 +28,7 @@ def test_the_access_part_shows_each_roles_fields_and_never_a_value(
 ) -> None:
     with open_read_api(runtime, clock) as api:
         api.seed_canary_patient()
+        api.seed_canary_patient("pat_to_forget")  # the demo erases a patient it does not show
     with runtime.engine.begin() as conn:
         conn.execute(
             disclosures.insert().values(
@@ -54,7 +55,7 @@ def test_the_access_part_shows_each_roles_fields_and_never_a_value(
     assert result["rate_limited"] and result["intake_during_flood"] == 202
     # After the export, the patient is erased: every payload of theirs is shredded.
     assert result["erasure"]["erased"] > 0 and result["erasure"]["still_open"] == 0
-    assert "0 still open" in out
+    assert "erasure: pat_to_forget asked to be forgotten" in out and "0 still open" in out
     assert "5 answered 200, 7 answered 429" in out
     assert "│ dynamics    │ 1           │ 1" in out
     assert not canaries_in(out) and "tcs_" not in out

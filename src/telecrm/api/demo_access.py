@@ -75,10 +75,26 @@ def _run(rt: Runtime, console: Console, out_dir: Path) -> dict[str, Any]:
         )
     out["files"] = export_for_patient(rt, console, patient, out_dir)
     show_audit_trail(rt, console, patient, audit_start)
-    out["erasure"] = erase_patient(rt, console, patient)  # after they took their copy
+    # Another patient asks to be forgotten (the one shown keeps their record for the look-around)
+    out["erasure"] = erase_patient(rt, console, _patient_to_erase(rt, patient))
     out.update(_rate_limits(rt, console, tokens[Role.MARKETING]))
     out["doctor"] = _doctor(rt, console)
     return out
+
+
+def _patient_to_erase(rt: Runtime, shown: str) -> str:
+    """The last registered patient other than the one the demo shows (who stays for the panel)."""
+    with rt.engine.connect() as conn:
+        found = conn.execute(
+            select(func.max(profiles.c.patient_key)).where(
+                profiles.c.patient_id.is_not(None),
+                profiles.c.patient_key != shown,
+                profiles.c.deleted.is_(False),
+            )
+        ).scalar()
+    if found is None:
+        raise fail("the demo needs a second patient to show an erasure")
+    return str(found)
 
 
 def _patient_with_phi_disclosures(rt: Runtime) -> str:

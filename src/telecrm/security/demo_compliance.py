@@ -130,7 +130,7 @@ def erase_patient(rt: Runtime, console: Console, patient: str) -> dict[str, Any]
     from sqlalchemy import select
 
     from telecrm.ingest.tables import events
-    from telecrm.security.erasure import request_erasure
+    from telecrm.security.erasure import linked_visitor_keys, request_erasure
     from telecrm.security.shredding import open_payload, with_salts
 
     index, cipher = rt.blind_index(), rt.cipher()  # keys before the transaction
@@ -146,16 +146,15 @@ def erase_patient(rt: Runtime, console: Console, patient: str) -> dict[str, Any]
     )
     rt.worker().drain()
     with rt.engine.connect() as conn:
-        rows = conn.execute(
-            with_salts(select(events)).where(events.c.patient_key == done.patient_key)
-        ).all()
+        keys = [done.patient_key, *linked_visitor_keys(conn, patient)]
+        rows = conn.execute(with_salts(select(events)).where(events.c.patient_key.in_(keys))).all()
     still_open = sum(
         1 for r in rows if r.type != "patient.deleted" and open_payload(cipher, r) is not None
     )
     console.print(
         f"erasure: {patient} asked to be forgotten; {done.keys_destroyed} key(s) destroyed, "
         f"{done.events_shredded:,} event payloads shredded ({still_open} still open), "
-        f"{done.sealed_fields} profile values removed; the log keeps {len(rows):,} events as "
+        f"{done.sealed_fields} profile values removed; the log keeps their {len(rows):,} events, "
         "type and time only; audited",
         highlight=False,
     )

@@ -99,7 +99,7 @@ def request_erasure(
             now=now,
         )
         intake.store_in(conn, [event], source="erasure", actor=actor)
-        keys = [key, *_linked_visitor_keys(conn, row.patient_id)]
+        keys = [key, *linked_visitor_keys(conn, row.patient_id)]
         shredded = conn.execute(
             select(func.count())
             .select_from(events)
@@ -118,7 +118,7 @@ def request_erasure(
     return ErasureRequest(key, event.id, sealed, destroyed, int(shredded))
 
 
-def _linked_visitor_keys(conn: Connection, patient_id: str | None) -> list[str]:
+def linked_visitor_keys(conn: Connection, patient_id: str | None) -> list[str]:
     if patient_id is None:
         return []
     return [
