@@ -50,6 +50,15 @@ def sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[An
         return cur.fetchall() if cur.description else []
 
 
+def newest(url: str, table: str) -> Any:
+    """The latest `updated_at` in a platform table (to write a change after it)."""
+    return sql(url, f"SELECT max(updated_at) FROM {table}")[0][0]
+
+
+def first_patient(url: str) -> Any:
+    return sql(url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+
+
 def example_source(**overrides: Any) -> SourceConfig:
     source = load_sources(EXAMPLE).source("platform")
     return source.model_copy(update=overrides) if overrides else source

@@ -17,7 +17,7 @@ from telecrm.simulate.to_postgres import PlatformDatabase
 from telecrm.sources.cdc import LogicalCapture
 from telecrm.sources.platform_db import platform_engine
 from telecrm.sources.reader import SourceReader
-from tests.sources.conftest import SMALL_WORLD, example_source, sql
+from tests.sources.conftest import SMALL_WORLD, example_source, first_patient, sql
 from tests.support import postgres
 
 
@@ -81,7 +81,7 @@ def test_changes_arrive_through_the_slot_exactly_once(
         registry.get_sample_value("telecrm_source_slot_lag_bytes", {"source": "platform"})
         is not None
     )
-    pid = sql(logical_platform, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+    pid = first_patient(logical_platform)
     sql(
         logical_platform,
         "INSERT INTO support_tickets (id, patient_id, category, priority, status,"

@@ -13,7 +13,7 @@ from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock, to_micros
 from telecrm.ingest.tables import events
 from telecrm.simulate.to_postgres import PlatformDatabase
-from tests.sources.conftest import ReaderFactory, sql
+from tests.sources.conftest import ReaderFactory, first_patient, sql
 
 SKEWS = {"database_3h_ahead": timedelta(hours=3), "database_3h_behind": timedelta(hours=-3)}
 
@@ -49,7 +49,7 @@ def test_clock_skew_loses_no_row_and_emits_no_event_twice(
 ) -> None:
     reader = make_reader()
     reader.run()  # the initial load
-    patient = sql(platform_url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+    patient = first_patient(platform_url)
     db_now = clock.now() + skew  # what the platform's now() says while telecrm's says clock.now()
 
     _ticket(platform_url, "tkt_skew_1", patient, db_now)

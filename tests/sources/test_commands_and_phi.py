@@ -14,7 +14,7 @@ from telecrm.cli import app
 from telecrm.ingest.tables import events
 from telecrm.simulate.to_postgres import PlatformDatabase
 from telecrm.sources.tables import source_checkpoints, source_row_snapshots
-from tests.sources.conftest import EXAMPLE, sql
+from tests.sources.conftest import EXAMPLE, newest, sql
 from tests.support.builders import (
     CANARY_EMAIL,
     CANARY_FIRST,
@@ -50,7 +50,7 @@ def run(env: dict[str, str], *args: str):
 def canaries(world: PlatformDatabase, platform_url: str) -> str:
     """A patient whose every value is a canary, with a prescription for a canary medication, and
     a patient whose email the intake refuses (the rejection must not quote it)."""
-    (at,) = sql(platform_url, "SELECT max(updated_at) FROM patients")[0]
+    at = newest(platform_url, "patients")
     sql(
         platform_url,
         "INSERT INTO patients (id, first_name, last_name, email, phone, created_at,"

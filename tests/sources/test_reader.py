@@ -15,7 +15,14 @@ from telecrm.bootstrap import Runtime
 from telecrm.ingest.tables import events
 from telecrm.simulate.to_postgres import PlatformDatabase
 from telecrm.sources.tables import source_checkpoints
-from tests.sources.conftest import SMALL_WORLD, ReaderFactory, example_source, sql
+from tests.sources.conftest import (
+    SMALL_WORLD,
+    ReaderFactory,
+    example_source,
+    first_patient,
+    newest,
+    sql,
+)
 
 
 def stored_types(runtime: Runtime) -> Counter[str]:
@@ -98,8 +105,8 @@ def test_a_status_change_emits_its_event_once(
 ) -> None:
     reader = make_reader()
     reader.run()
-    (high,) = sql(platform_url, "SELECT max(updated_at) FROM consultations")[0]
-    cid = sql(platform_url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+    high = newest(platform_url, "consultations")
+    cid = first_patient(platform_url)
     sql(
         platform_url,
         "INSERT INTO consultations (id, patient_id, status, created_at, updated_at)"
@@ -140,8 +147,8 @@ def test_a_late_commit_inside_the_safety_window_is_read_and_an_older_one_by_the_
 ) -> None:
     reader = make_reader()
     reader.run()
-    (high,) = sql(platform_url, "SELECT max(updated_at) FROM consultations")[0]
-    pid = sql(platform_url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+    high = newest(platform_url, "consultations")
+    pid = first_patient(platform_url)
 
     def commit_late(cid: str, stamped: timedelta) -> None:
         # A transaction that stamped updated_at earlier commits only now.
@@ -164,8 +171,8 @@ def test_equal_cursor_values_across_page_boundaries_and_null_cursors_are_all_rea
     world: PlatformDatabase, platform_url: str, make_reader: ReaderFactory, runtime: Runtime
 ) -> None:
     sql(platform_url, "ALTER TABLE support_tickets ALTER COLUMN updated_at DROP NOT NULL")
-    pid = sql(platform_url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
-    (high,) = sql(platform_url, "SELECT max(updated_at) FROM patients")[0]
+    pid = first_patient(platform_url)
+    high = newest(platform_url, "patients")
     for i in range(10):  # ten rows sharing one updated_at, read three to a page
         sql(
             platform_url,
@@ -197,8 +204,8 @@ def test_soft_delete_emits_patient_deleted(
 ) -> None:
     reader = make_reader()
     reader.run()
-    (high,) = sql(platform_url, "SELECT max(updated_at) FROM patients")[0]
-    pid = sql(platform_url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+    high = newest(platform_url, "patients")
+    pid = first_patient(platform_url)
     sql(
         platform_url,
         "UPDATE patients SET deleted_at = %s, updated_at = %s WHERE id = %s",
@@ -213,8 +220,8 @@ def test_a_changed_mapped_field_emits_patient_updated_with_only_that_field(
 ) -> None:
     reader = make_reader()
     reader.run()
-    (high,) = sql(platform_url, "SELECT max(updated_at) FROM patients")[0]
-    pid = sql(platform_url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+    high = newest(platform_url, "patients")
+    pid = first_patient(platform_url)
     sql(
         platform_url,
         "UPDATE patients SET timezone = 'America/Chicago', updated_at = %s WHERE id = %s",
@@ -284,7 +291,7 @@ def test_rows_of_an_unregistered_patient_wait_and_are_not_lost(
 ) -> None:
     reader = make_reader()
     reader.run()
-    (high,) = sql(platform_url, "SELECT max(updated_at) FROM patients")[0]
+    high = newest(platform_url, "patients")
     sql(platform_url, "ALTER TABLE support_tickets DROP CONSTRAINT support_tickets_patient_id_fkey")
     sql(
         platform_url,

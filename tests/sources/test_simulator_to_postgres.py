@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from telecrm.cli import app
 from telecrm.simulate.to_postgres import PlatformDatabase
-from tests.sources.conftest import SMALL_WORLD, sql
+from tests.sources.conftest import SMALL_WORLD, newest, sql
 
 
 def test_the_world_lands_in_platform_shaped_tables(
@@ -34,11 +34,11 @@ def test_the_world_lands_in_platform_shaped_tables(
 def test_advancing_moves_updated_at_and_adds_rows(
     world: PlatformDatabase, platform_url: str
 ) -> None:
-    (before,) = sql(platform_url, "SELECT max(updated_at) FROM patients")[0]
+    before = newest(platform_url, "patients")
     (orders_before,) = sql(platform_url, "SELECT count(*) FROM orders")[0]
     report = world.advance(SMALL_WORLD.end)
     assert report.events_applied > 0
-    (after,) = sql(platform_url, "SELECT max(updated_at) FROM patients")[0]
+    after = newest(platform_url, "patients")
     (orders_after,) = sql(platform_url, "SELECT count(*) FROM orders")[0]
     assert after > before and orders_after > orders_before
     assert world.applied_until == SMALL_WORLD.end
