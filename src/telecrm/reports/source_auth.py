@@ -8,6 +8,10 @@ named like auth whose mechanism is not recognised).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from telecrm.reports.endpoints import WEBHOOK_WORDS
 
 AUTH_NAME = re.compile(
     r"auth|login|logged_?in|current_?user|token|jwt|api_?key|permission|session|guard|"
@@ -65,3 +69,36 @@ def auth_kind(name: str, text: str = "") -> str | None:
 
 def verifies_signature(text: str) -> bool:
     return bool(SIGNATURE_CHECK.search(text))
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAuth:
+    """How one route is guarded, as every framework reader reports it."""
+
+    kinds: tuple[str, ...]  # sorted; ("none",) when nothing guards it
+    evidence: str  # where the first guard was found, else the route itself
+    webhook_reason: str | None  # "path" or "handler" when it looks like a webhook receiver
+    signature_verified: bool | None  # receivers only: does the handler verify its sender?
+
+
+def route_auth(
+    auth: Sequence[tuple[str, str]], where: str, path: str, handler: str, handler_text: str
+) -> RouteAuth:
+    """`auth` is (kind, evidence) per guard found; a receiver that checks a signature counts
+    `signature` among its kinds."""
+    reason = (
+        "path"
+        if WEBHOOK_WORDS.search(path)
+        else "handler"
+        if WEBHOOK_WORDS.search(handler)
+        else None
+    )
+    kinds = {k for k, _ in auth}
+    signed: bool | None = None
+    if reason:
+        signed = "signature" in kinds or verifies_signature(handler_text)
+        if signed:
+            kinds.add("signature")
+    return RouteAuth(
+        tuple(sorted(kinds)) or ("none",), auth[0][1] if auth else where, reason, signed
+    )

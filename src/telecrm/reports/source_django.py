@@ -12,8 +12,8 @@ import ast
 from collections.abc import Iterator
 
 from telecrm.reports.data_points import SchemaField
-from telecrm.reports.endpoints import WEBHOOK_WORDS, Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, auth_kind_from_text, verifies_signature
+from telecrm.reports.endpoints import Parameter, _parameter_role
+from telecrm.reports.source_auth import auth_kind, auth_kind_from_text, route_auth
 from telecrm.reports.source_pytree import (
     HTTP_METHODS,
     PyModule,
@@ -116,18 +116,7 @@ class DjangoRoutes:
     ) -> list[Route]:
         methods, handlers = _methods(view, target)
         auth = self._auth(mod, view)
-        text = mod.source_of(view)
-        reason = (
-            "path"
-            if WEBHOOK_WORDS.search(path)
-            else ("handler" if WEBHOOK_WORDS.search(view.name) else None)
-        )
-        kinds = {k for k, _ in auth}
-        signed = None
-        if reason:
-            signed = verifies_signature(text)
-            if signed:
-                kinds.add("signature")
+        guarded = route_auth(auth, where, path, view.name, mod.source_of(view))
         out = []
         for method in methods:
             params: list[Parameter] = []
@@ -147,12 +136,12 @@ class DjangoRoutes:
                     evidence=where,
                     framework="django",
                     handler=view.name,
-                    auth=tuple(sorted(kinds)) or ("none",),
-                    auth_evidence=auth[0][1] if auth else where,
+                    auth=guarded.kinds,
+                    auth_evidence=guarded.evidence,
                     parameters=list({p.name: p for p in params}.values()),
                     fields=fields,
-                    webhook_reason=reason,
-                    signature_verified=signed,
+                    webhook_reason=guarded.webhook_reason,
+                    signature_verified=guarded.signature_verified,
                 )
             )
         return out

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from tree_sitter import Node
 
 from telecrm.reports.data_points import SchemaField
-from telecrm.reports.endpoints import WEBHOOK_WORDS, Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, verifies_signature
+from telecrm.reports.endpoints import Parameter, _parameter_role
+from telecrm.reports.source_auth import auth_kind, route_auth, verifies_signature
 from telecrm.reports.source_js import (
     _IDENT_PATH,
     HTTP_METHODS,
@@ -233,30 +233,19 @@ def _route(
     handler_name: str,
     handler_text: str,
 ) -> Route:
-    reason = (
-        "path"
-        if WEBHOOK_WORDS.search(path)
-        else ("handler" if WEBHOOK_WORDS.search(handler_name) else None)
-    )
-    kinds = {k for k, _ in auth}
-    signed: bool | None = None
-    if reason:
-        signed = "signature" in kinds or verifies_signature(handler_text)
-        if signed and "signature" not in kinds:
-            kinds.add("signature")
-            auth = [*auth, ("signature", where)]
+    guarded = route_auth(auth, where, path, handler_name, handler_text)
     return Route(
         method="get" if raw.method == "all" else raw.method,
         path=path,
         evidence=where,
         framework="express",
         handler=handler_name,
-        auth=tuple(sorted(kinds)) or ("none",),
-        auth_evidence=auth[0][1] if auth else where,
+        auth=guarded.kinds,
+        auth_evidence=guarded.evidence,
         parameters=params,
         fields=fields,
-        webhook_reason=reason,
-        signature_verified=signed,
+        webhook_reason=guarded.webhook_reason,
+        signature_verified=guarded.signature_verified,
     )
 
 

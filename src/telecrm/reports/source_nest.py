@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from tree_sitter import Node
 
 from telecrm.reports.data_points import SchemaField
-from telecrm.reports.endpoints import WEBHOOK_WORDS, Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, verifies_signature
+from telecrm.reports.endpoints import Parameter, _parameter_role
+from telecrm.reports.source_auth import auth_kind, route_auth
 from telecrm.reports.source_js import JsModule, JsTree, line, string_value, text_of, walk
 from telecrm.reports.source_tree import Route, evidence, join_paths
 
@@ -173,17 +173,7 @@ class NestRoutes:
         for verb, sub, dec in verbs:
             path = join_paths(self.global_prefix, prefix, sub or "")
             where = evidence(mod.file.rel, line(dec))
-            reason = (
-                "path"
-                if WEBHOOK_WORDS.search(path)
-                else ("handler" if WEBHOOK_WORDS.search(handler) else None)
-            )
-            kinds = {k for k, _ in auth}
-            signed = None
-            if reason:
-                signed = "signature" in kinds or verifies_signature(text)
-                if signed:
-                    kinds.add("signature")
+            guarded = route_auth(auth, where, path, handler, text)
             out.append(
                 Route(
                     method="get" if verb == "all" else verb,
@@ -191,12 +181,12 @@ class NestRoutes:
                     evidence=where,
                     framework="nestjs",
                     handler=handler,
-                    auth=tuple(sorted(kinds)) or ("none",),
-                    auth_evidence=auth[0][1] if auth else where,
+                    auth=guarded.kinds,
+                    auth_evidence=guarded.evidence,
                     parameters=params,
                     fields=fields,
-                    webhook_reason=reason,
-                    signature_verified=signed,
+                    webhook_reason=guarded.webhook_reason,
+                    signature_verified=guarded.signature_verified,
                 )
             )
         return out

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from telecrm.reports.data_points import SchemaField
-from telecrm.reports.endpoints import WEBHOOK_WORDS, Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, verifies_signature
+from telecrm.reports.endpoints import Parameter, _parameter_role
+from telecrm.reports.source_auth import auth_kind, route_auth, verifies_signature
 from telecrm.reports.source_pytree import (
     HTTP_METHODS,
     NOT_QUERY,
@@ -237,19 +237,7 @@ class PythonRoutes:
         return out
 
     def _route(self, raw: _RawRoute, path: str, where: str, auth: list[tuple[str, str]]) -> Route:
-        text = raw.mod.source_of(raw.func)
-        reason = (
-            "path"
-            if WEBHOOK_WORDS.search(path)
-            else ("handler" if WEBHOOK_WORDS.search(raw.func.name) else None)
-        )
-        kinds = tuple(sorted({k for k, _ in auth}))
-        signed: bool | None = None
-        if reason:
-            signed = "signature" in kinds or verifies_signature(text)
-            if signed and "signature" not in kinds:
-                kinds = tuple(sorted({*kinds, "signature"} - {"none"}))
-                auth = [*auth, ("signature", where)]
+        guarded = route_auth(auth, where, path, raw.func.name, raw.mod.source_of(raw.func))
         params, fields = self._data(raw, path)
         return Route(
             method=raw.method,
@@ -257,12 +245,12 @@ class PythonRoutes:
             evidence=where,
             framework=raw.framework,
             handler=raw.func.name,
-            auth=kinds or ("none",),
-            auth_evidence=auth[0][1] if auth else where,
+            auth=guarded.kinds,
+            auth_evidence=guarded.evidence,
             parameters=params,
             fields=fields,
-            webhook_reason=reason,
-            signature_verified=signed,
+            webhook_reason=guarded.webhook_reason,
+            signature_verified=guarded.signature_verified,
         )
 
     def _data(self, raw: _RawRoute, path: str) -> tuple[list[Parameter], list[SchemaField]]:
