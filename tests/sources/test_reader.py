@@ -369,3 +369,53 @@ def test_what_webhooks_already_delivered_is_the_same_fact_from_the_database(
     # discontinued status is one fact; only its recurring "updated" status is keyless).
     assert set(stored_types(runtime)) == set()
     assert "treatment_plan.updated" in FACT_FIELDS
+
+
+def test_snapshots_of_the_first_digest_scheme_are_still_compared_exactly(
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Snapshots written with HMAC digests (before BLAKE2b) are compared with the old scheme: an
+    unchanged row is still a re-read, a change still fires once, and the new snapshot is BLAKE2b."""
+    from telecrm.sources import reader as reader_module
+    from telecrm.sources.changes import DIGEST_SCHEME, LegacyDigester, RowChanges
+    from telecrm.sources.tables import source_row_snapshots
+
+    old = make_reader()
+
+    def legacy_changes(model):  # type: ignore[no-untyped-def]
+        digester = LegacyDigester(runtime.blind_index(), old.source.name, model)
+        return RowChanges(old.source.name, model, digester, runtime.clock.now)
+
+    monkeypatch.setattr(old, "_changes", legacy_changes)
+    assert old.run().events > 0
+    with runtime.engine.connect() as conn:
+        digests = list(conn.execute(select(source_row_snapshots.c.row_digest)).scalars())
+    assert digests and not any(d.startswith(DIGEST_SCHEME) for d in digests)
+
+    # A change made while the old snapshots are all there is: the new reader must see it.
+    pid = first_patient(platform_url)
+    high = newest(platform_url, "patients")
+    sql(
+        platform_url,
+        "UPDATE patients SET timezone = 'America/Chicago', updated_at = %s WHERE id = %s",
+        (high + timedelta(seconds=1), pid),
+    )
+    reader = make_reader()
+    assert reader_module.SourceReader is type(reader)
+    assert reader.run(full=True).events == 1  # patient.updated; every other row a re-read
+    with runtime.engine.connect() as conn:
+        (updated,) = conn.execute(
+            select(func.count()).where(events.c.type == "patient.updated")
+        ).one()
+        digest = conn.execute(
+            select(source_row_snapshots.c.row_digest).where(
+                source_row_snapshots.c.model == "patients", source_row_snapshots.c.row_key == pid
+            )
+        ).scalar_one()
+    assert updated == 1
+    assert digest.startswith(DIGEST_SCHEME)
+    assert reader.run(full=True).events == 0

@@ -31,7 +31,8 @@ class BlindIndex:
         self._key = bytes(key)
         self._subkeys: dict[str, bytes] = {}
 
-    def _subkey(self, label: str) -> bytes:
+    def subkey(self, label: str) -> bytes:
+        """The 32-byte key of `label`: unrelated to every other label's (HMAC-SHA256 of it)."""
         subkey = self._subkeys.get(label)
         if subkey is None:
             if not label:
@@ -45,7 +46,7 @@ class BlindIndex:
         if not value:
             # Every empty value would share one index and "match" each other.
             raise ValueError(f"cannot blind-index an empty {label} value")
-        return hmac.digest(self._subkey(label), value.encode(), "sha256")[:DIGEST_BYTES].hex()
+        return hmac.digest(self.subkey(label), value.encode(), "sha256")[:DIGEST_BYTES].hex()
 
     def email(self, normalised_email: str) -> str:
         """Index of an email address as `domain.identity.normalise_email` spells it."""

@@ -39,6 +39,8 @@ _NULL = "\x00null"
 
 def canonical(value: Any) -> str:
     """One spelling per value, shared by the digests and by a rule's `to:` / `from:`."""
+    if type(value) is str:  # most values: first, and cheaply
+        return value
     if value is None:
         return _NULL
     if isinstance(value, bool):
@@ -79,15 +81,56 @@ class Snapshot:
         return orjson.dumps(dict(self.columns), option=orjson.OPT_SORT_KEYS).decode()
 
 
+DIGEST_SCHEME = "b2:"  # row digests of this scheme start with it; older snapshots are HMAC ones
+
+
+def digest_key(index: BlindIndex, source: str, model: str) -> bytes:
+    """The 32-byte key a model's row digests are made with (a subkey of the blind-index key)."""
+    return index.subkey(f"source-digest:{source}:{model}")
+
+
 class RowDigester:
-    """Keyed HMACs of a model's rows (blind-index key, one subkey per source, model and column)."""
+    """Keyed BLAKE2b digests of a model's rows: one over every column it reads (but the cursor)
+    and a short one per watched column, under a key derived per source and model.
+
+    BLAKE2b in keyed mode is a MAC by design, so no HMAC construction is needed around it; the
+    keyed states are made once and copied per value (a copy costs less than re-keying)."""
+
+    def __init__(self, key: bytes, model: ModelConfig) -> None:
+        self._model = model
+        self._row = hashlib.blake2b(key=key, digest_size=16, person=b"telecrm/row")
+        self._col: dict[str, Any] = {}
+        for c in model.watched():
+            h = hashlib.blake2b(key=key, digest_size=COLUMN_DIGEST_HEX // 2, person=b"telecrm/col")
+            h.update(c.encode() + b"\x00")
+            self._col[c] = h
+        # The cursor moves on every write; alone it changes nothing a rule can see, so a row whose
+        # only change is its updated_at is a re-read, not a change.
+        self._columns = [c for c in model.columns() if c != model.cursor]
+
+    def row(self, row: Mapping[str, Any]) -> str:
+        h = self._row.copy()
+        h.update(orjson.dumps([canonical(row.get(c)) for c in self._columns]))
+        return DIGEST_SCHEME + h.hexdigest()
+
+    def column(self, column: str, value: Any) -> str:
+        h = self._col[column].copy()
+        h.update(canonical(value).encode())
+        return h.hexdigest()
+
+    def columns(self, row: Mapping[str, Any]) -> dict[str, str]:
+        return {c: self.column(c, row.get(c)) for c in self._col}
+
+
+class LegacyDigester(RowDigester):
+    """The first scheme (an HMAC-SHA256 per value through the blind index): read only, to compare
+    a row with a snapshot written before the BLAKE2b digests; what is saved is always new."""
 
     def __init__(self, index: BlindIndex, source: str, model: ModelConfig) -> None:
         self._index, self._model = index, model
         self._row_label = f"source-row:{source}:{model.name}"
         self._col_label = {c: f"source-col:{source}:{model.name}:{c}" for c in model.watched()}
-        # The cursor moves on every write; alone it changes nothing a rule can see, so a row whose
-        # only change is its updated_at is a re-read, not a change.
+        self._col = dict.fromkeys(model.watched())
         self._columns = [c for c in model.columns() if c != model.cursor]
 
     def row(self, row: Mapping[str, Any]) -> str:
@@ -97,8 +140,13 @@ class RowDigester:
     def column(self, column: str, value: Any) -> str:
         return self._index.of(self._col_label[column], "v:" + canonical(value))[:COLUMN_DIGEST_HEX]
 
-    def columns(self, row: Mapping[str, Any]) -> dict[str, str]:
-        return {c: self.column(c, row.get(c)) for c in self._col_label}
+
+def is_legacy(snapshot: Snapshot | None) -> bool:
+    return (
+        snapshot is not None
+        and snapshot.row_digest is not None
+        and not snapshot.row_digest.startswith(DIGEST_SCHEME)
+    )
 
 
 def row_key(row: Mapping[str, Any], model: ModelConfig) -> str:
@@ -150,9 +198,15 @@ class RowChanges:
     """Turns a model's rows into events and snapshots; `now` caps timestamps from a fast clock."""
 
     def __init__(
-        self, source: str, model: ModelConfig, digester: RowDigester, now: Callable[[], datetime]
+        self,
+        source: str,
+        model: ModelConfig,
+        digester: RowDigester,
+        now: Callable[[], datetime],
+        legacy: RowDigester | None = None,
     ) -> None:
         self.source, self.model, self.digester, self._now = source, model, digester, now
+        self.legacy = legacy  # compares with snapshots of the first digest scheme
 
     def _when(self, row: Mapping[str, Any], *columns: str | None) -> str:
         for column in (*columns, self.model.cursor, self.model.created_at):
@@ -186,9 +240,18 @@ class RowChanges:
         m = self.model
         key = row_key(row, m)
         digest = self.digester.row(row)
-        if before is not None and before.row_digest == digest:
+        compare = self.digester
+        if is_legacy(before):
+            assert before is not None
+            if self.legacy is None:
+                raise ValueError("a snapshot of the first digest scheme needs the legacy digester")
+            compare = self.legacy
+            if compare.row(row) == before.row_digest:
+                return RowOutcome()
+        elif before is not None and before.row_digest == digest:
             return RowOutcome()
         columns = self.digester.columns(row)
+        known = columns if compare is self.digester else compare.columns(row)
         deleted_now = m.soft_delete is not None and row.get(m.soft_delete) is not None
         patient = row.get(m.patient_id)
         alive_before = before is not None and before.row_digest is not None and not before.deleted
@@ -245,13 +308,13 @@ class RowChanges:
             return out
         assert before is not None
         for change in m.on_change:
-            if self._holds(change, row) and self._fires(change, before):
+            if self._holds(change, row) and self._fires(change, before, compare):
                 out.events.append(self._change_event(change, key, generation, patient, row))
         if m.on_update is not None:
-            changed = {c for c in m.fields if before.columns.get(c) not in (None, columns[c])}
+            changed = {c for c in m.fields if before.columns.get(c) not in (None, known[c])}
             data = patient_data(m, row, only=changed)
             if data:
-                suffix = f"updated:{digest[:16]}"
+                suffix = f"updated:{digest.removeprefix(DIGEST_SCHEME)[:16]}"
                 out.events.append(
                     self._event(
                         m.on_update.type,
@@ -281,13 +344,14 @@ class RowChanges:
             return value is not None
         return value is not None and canonical(value) == canonical(rule.to)
 
-    def _fires(self, rule: Any, before: Snapshot) -> bool:
+    @staticmethod
+    def _fires(rule: Any, before: Snapshot, digester: RowDigester) -> bool:
         """The condition did not hold before (and `from`, if given, matched the old value).
         A column with no digest from before (the rule is newer than the snapshot) stays quiet."""
         old = before.columns.get(rule.column)
         if old is None:
             return False
-        col = self.digester.column
+        col = digester.column
         held = old != col(rule.column, None) if rule.not_null else old == col(rule.column, rule.to)
         if held:
             return False

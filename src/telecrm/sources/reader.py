@@ -32,7 +32,14 @@ from telecrm.domain.clock import Clock, to_micros
 from telecrm.domain.events import Event, EventRejected, parse_event
 from telecrm.ingest.intake import EventIntake, IntakeResult
 from telecrm.security.blind_index import BlindIndex
-from telecrm.sources.changes import RowChanges, RowDigester, Snapshot, canonical
+from telecrm.sources.changes import (
+    LegacyDigester,
+    RowChanges,
+    RowDigester,
+    Snapshot,
+    canonical,
+    digest_key,
+)
 from telecrm.sources.checkpoints import Checkpoints, ModelState, cursor_max
 from telecrm.sources.config import ModelConfig, SourceConfig
 from telecrm.sources.drift import check_drift
@@ -153,8 +160,9 @@ class SourceReader:
         return RowChanges(
             self.source.name,
             model,
-            RowDigester(self._index, self.source.name, model),
+            RowDigester(digest_key(self._index, self.source.name, model.name), model),
             self._clock.now,
+            LegacyDigester(self._index, self.source.name, model),
         )
 
     def _run_model(
