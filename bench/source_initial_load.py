@@ -50,7 +50,9 @@ def platform_rows(url: str) -> dict[str, int]:
         }
 
 
-def write_platform(url: str, config: SimulationConfig, reuse: bool) -> dict[str, object]:
+def write_platform(
+    url: str, database: str, config: SimulationConfig, reuse: bool
+) -> dict[str, object]:
     if reuse:
         try:
             with psycopg.connect(url) as conn:
@@ -59,8 +61,8 @@ def write_platform(url: str, config: SimulationConfig, reuse: bool) -> dict[str,
         except psycopg.Error:
             pass
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
     began = time.perf_counter()
     db = PlatformDatabase(url, config)
     db.create(reset=True)
@@ -82,15 +84,18 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="keep a platform database written before"
     )
+    parser.add_argument(
+        "--database", default=DATABASE, help="the platform database's name (dropped and written)"
+    )
     args = parser.parse_args()
 
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{DATABASE}"
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{args.database}"
     config = SimulationConfig(
         patients=args.patients, months=args.months, seed=args.seed, start=date(2025, 1, 1)
     )
     configure_logging("WARNING")  # JSON only on stdout
     load_before_setup = os.getloadavg()
-    setup = write_platform(url, config, args.reuse)
+    setup = write_platform(url, args.database, config, args.reuse)
     rows = platform_rows(url)
 
     home = Path(tempfile.mkdtemp(prefix="telecrm-bench-source-"))

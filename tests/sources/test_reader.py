@@ -55,13 +55,24 @@ def expected_types(url: str) -> Counter[str]:
     return Counter({t: sql(url, s)[0][0] for t, s in q.items() if sql(url, s)[0][0]})
 
 
+@pytest.fixture(params=[False, True], ids=["prepared-here", "prepared-by-helper"])
+def parallel(request: pytest.FixtureRequest) -> bool:
+    """Pages prepared in the reader, or a page ahead in a helper process (prepare.py)."""
+    return bool(request.param)
+
+
 def test_initial_load_emits_what_the_rows_record_and_a_rerun_emits_nothing(
-    world: PlatformDatabase, platform_url: str, make_reader: ReaderFactory, runtime: Runtime
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    runtime: Runtime,
+    parallel: bool,
 ) -> None:
-    reader = make_reader()
-    first = reader.run()
+    reader = make_reader(example_source(page_size=50))
+    first = reader.run(parallel=parallel)
     assert not first.stopped
     assert stored_types(runtime) == expected_types(platform_url)
+    assert reader.run(full=True, parallel=parallel).events == 0
     again = reader.run()
     assert again.events == 0
     assert sum(m.changed for m in again.models) == 0  # the safety window re-read, hashes matched
@@ -80,7 +91,11 @@ def test_simulated_time_moving_on_emits_only_the_changes(
 
 
 def test_a_crash_between_read_and_commit_loses_nothing_and_stores_nothing_twice(
-    world: PlatformDatabase, platform_url: str, make_reader: ReaderFactory, runtime: Runtime
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    runtime: Runtime,
+    parallel: bool,
 ) -> None:
     small_pages = example_source(page_size=7)
     crashed: list[tuple[str, int]] = []
@@ -91,11 +106,11 @@ def test_a_crash_between_read_and_commit_loses_nothing_and_stores_nothing_twice(
             raise RuntimeError("killed between read and commit")
 
     with pytest.raises(RuntimeError, match="killed"):
-        make_reader(small_pages, after_read=crash_on_third_page_of_patients).run()
+        make_reader(small_pages, after_read=crash_on_third_page_of_patients).run(parallel=parallel)
     partial = stored_types(runtime)
     assert partial["patient.registered"] == 14  # two pages of seven landed, the third did not
     assert partial["consultation.submitted"] == 0
-    rerun = make_reader(small_pages).run()
+    rerun = make_reader(small_pages).run(parallel=parallel)
     assert stored_types(runtime) == expected_types(platform_url)
     assert sum(m.duplicates for m in rerun.models) == 0  # nothing from the lost page was stored
 
@@ -311,7 +326,11 @@ def test_rows_of_an_unregistered_patient_wait_and_are_not_lost(
 
 
 def test_a_database_restart_mid_read_is_survived_without_loss_or_duplicates(
-    world: PlatformDatabase, platform_url: str, make_reader: ReaderFactory, runtime: Runtime
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    runtime: Runtime,
+    parallel: bool,
 ) -> None:
     killed: list[tuple[object, ...]] = []
 
@@ -323,13 +342,17 @@ def test_a_database_restart_mid_read_is_survived_without_loss_or_duplicates(
                 " WHERE application_name = 'telecrm-source'",
             )
 
-    make_reader(example_source(page_size=5), after_read=restart).run()
+    make_reader(example_source(page_size=5), after_read=restart).run(parallel=parallel)
     assert killed and all(ok for (ok,) in killed)
     assert stored_types(runtime) == expected_types(platform_url)
 
 
 def test_a_query_slower_than_the_statement_timeout_stops_only_its_model(
-    world: PlatformDatabase, platform_url: str, make_reader: ReaderFactory, runtime: Runtime
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    runtime: Runtime,
+    parallel: bool,
 ) -> None:
     source = example_source()
     slow = source.model("prescriptions").model_copy(
@@ -343,7 +366,7 @@ def test_a_query_slower_than_the_statement_timeout_stops_only_its_model(
     models = tuple(slow if m.name == "prescriptions" else m for m in source.models)
     report = make_reader(
         source.model_copy(update={"models": models, "statement_timeout_seconds": 0.2})
-    ).run()
+    ).run(parallel=parallel)
     stopped = {m.model: m.stopped for m in report.models if m.stopped}
     assert list(stopped) == ["prescriptions"]
     assert "longer than the statement timeout (0.2 s)" in stopped["prescriptions"]
@@ -377,6 +400,7 @@ def test_snapshots_of_the_first_digest_scheme_are_still_compared_exactly(
     make_reader: ReaderFactory,
     runtime: Runtime,
     monkeypatch: pytest.MonkeyPatch,
+    parallel: bool,
 ) -> None:
     """Snapshots written with HMAC digests (before BLAKE2b) are compared with the old scheme: an
     unchanged row is still a re-read, a change still fires once, and the new snapshot is BLAKE2b."""
@@ -390,7 +414,7 @@ def test_snapshots_of_the_first_digest_scheme_are_still_compared_exactly(
         digester = LegacyDigester(runtime.blind_index(), old.source.name, model)
         return RowChanges(old.source.name, model, digester, runtime.clock.now)
 
-    monkeypatch.setattr(old, "_changes", legacy_changes)
+    monkeypatch.setattr(old, "row_changes", legacy_changes)
     assert old.run().events > 0
     with runtime.engine.connect() as conn:
         digests = list(conn.execute(select(source_row_snapshots.c.row_digest)).scalars())
@@ -406,7 +430,8 @@ def test_snapshots_of_the_first_digest_scheme_are_still_compared_exactly(
     )
     reader = make_reader()
     assert reader_module.SourceReader is type(reader)
-    assert reader.run(full=True).events == 1  # patient.updated; every other row a re-read
+    # The helper has no blind-index key: it leaves these rows to the reader.
+    assert reader.run(full=True, parallel=parallel).events == 1  # patient.updated only
     with runtime.engine.connect() as conn:
         (updated,) = conn.execute(
             select(func.count()).where(events.c.type == "patient.updated")

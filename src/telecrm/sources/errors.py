@@ -27,6 +27,10 @@ class ModelStopped(SourceError):
         super().__init__(f"model {model!r}: {problem}")
         self.model, self.problem = model, problem
 
+    def __reduce__(self) -> tuple[type[ModelStopped], tuple[str, str]]:
+        # Raised in the helper process that prepares pages, re-raised in the reader.
+        return ModelStopped, (self.model, self.problem)
+
 
 class SchemaDrift(ModelStopped):
     """A column the model uses vanished, changed type or was renamed."""
@@ -38,3 +42,6 @@ class SchemaDrift(ModelStopped):
             "models file matches the table (then run it again)",
         )
         self.column, self.change = column, change
+
+    def __reduce__(self) -> tuple[type[SchemaDrift], tuple[str, str, str]]:  # type: ignore[override]
+        return SchemaDrift, (self.model, self.column, self.change)

@@ -40,6 +40,19 @@ class ModelPages:
         except DBAPIError as exc:
             raise self._failure(model, exc) from None
 
+    def estimated_rows(self, model: ModelConfig) -> int:
+        """The planner's estimate of the model's rows (no scan); 0 when it cannot say."""
+        statement = text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {relation_sql(model)}")  # noqa: S608 (validated identifiers)
+        try:
+            with read_only(self._platform, self.source.statement_timeout_seconds) as conn:
+                plan = conn.execute(statement).scalar_one()
+        except DBAPIError:
+            return 0
+        try:
+            return int(plan[0]["Plan"]["Plan Rows"])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return 0
+
     def walk(self, model: ModelConfig, start: Any, *, full: bool) -> Iterator[list[Row]]:
         """Pages from `start` (a cursor value, None for all) or, with `full`, every row by key."""
         sql = self._select(model)

@@ -20,7 +20,9 @@ before it, so the next run tries it again.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,8 +45,17 @@ from telecrm.sources.changes import (
 from telecrm.sources.checkpoints import Checkpoints, ModelState, cursor_max
 from telecrm.sources.config import ModelConfig, SourceConfig
 from telecrm.sources.drift import check_drift
-from telecrm.sources.errors import ModelStopped
+from telecrm.sources.errors import ModelStopped, SourceUnavailable
 from telecrm.sources.pages import ModelPages
+from telecrm.sources.prepare import (
+    PARALLEL_OVER_ROWS,
+    PagePreparer,
+    PreparedRow,
+    helper_setup,
+    prepare_row,
+    reconcile,
+    snapshot_keys,
+)
 
 log = structlog.get_logger("telecrm.sources")
 
@@ -100,6 +111,7 @@ class SourceReader:
         self._after_read = after_read
         self.checkpoints = Checkpoints(store, source.name)
         self.pages = ModelPages(source, platform)
+        self._preparer: PagePreparer | None = None
 
     # -- running -------------------------------------------------------------------------------
 
@@ -109,25 +121,35 @@ class SourceReader:
         models: Sequence[str] | None = None,
         full: bool = False,
         on_page: Callable[[ModelReport], None] | None = None,
+        parallel: bool | None = None,
     ) -> RunReport:
-        """Every model once, in file order (patients first, as the file should list them)."""
+        """Every model once, in file order (patients first, as the file should list them).
+
+        `parallel`: prepare pages in a helper process a page ahead (prepare.py); by default for
+        an initial load or a full scan of a model over PARALLEL_OVER_ROWS rows on a machine
+        with more than one core."""
         report = RunReport(self.source.name)
-        for model in self.source.models:
-            if models is not None and model.name not in models:
-                continue
-            mr = ModelReport(model.name)
-            report.models.append(mr)
-            try:
-                self._run_model(model, mr, full=full, on_page=on_page)
-            except ModelStopped as exc:
-                mr.stopped = str(exc)
-                self._save_stop(model, str(exc))
-                log.warning(
-                    "source.model_stopped",
-                    source=self.source.name,
-                    model=model.name,
-                    problem=exc.problem,
-                )
+        try:
+            for model in self.source.models:
+                if models is not None and model.name not in models:
+                    continue
+                mr = ModelReport(model.name)
+                report.models.append(mr)
+                try:
+                    self._run_model(model, mr, full=full, on_page=on_page, parallel=parallel)
+                except ModelStopped as exc:
+                    mr.stopped = str(exc)
+                    self._save_stop(model, str(exc))
+                    log.warning(
+                        "source.model_stopped",
+                        source=self.source.name,
+                        model=model.name,
+                        problem=exc.problem,
+                    )
+        finally:
+            if self._preparer is not None:
+                self._preparer.close()
+                self._preparer = None
         return report
 
     def preview(self, *, limit: int = 20) -> list[tuple[str, Event]]:
@@ -137,7 +159,7 @@ class SourceReader:
             state = self.checkpoints.state(model)
             if state.stopped_reason:
                 continue
-            changes = self._changes(model)
+            changes = self.row_changes(model)
             for page in self.pages.walk(
                 model, self._start(model, state), full=model.cursor is None
             ):
@@ -156,7 +178,7 @@ class SourceReader:
                 break
         return out[:limit]
 
-    def _changes(self, model: ModelConfig) -> RowChanges:
+    def row_changes(self, model: ModelConfig) -> RowChanges:
         return RowChanges(
             self.source.name,
             model,
@@ -172,6 +194,7 @@ class SourceReader:
         *,
         full: bool,
         on_page: Callable[[ModelReport], None] | None,
+        parallel: bool | None = None,
     ) -> None:
         state = self.checkpoints.state(model)
         actual = self.pages.describe(model)
@@ -187,12 +210,13 @@ class SourceReader:
             )
         )
         mr.full_scan = full_scan
-        changes = self._changes(model)
+        changes = self.row_changes(model)
         seen: set[str] | None = set() if full_scan else None
         hold: Any = None
         high = state.cursor
-        for page_no, page in enumerate(
-            self.pages.walk(model, self._start(model, state), full=full_scan), start=1
+        first_read = state.high_water is None and state.last_full_scan_us is None
+        for page_no, (page, prepared) in enumerate(
+            self._walk(model, state, full_scan, parallel, first_read or full_scan), start=1
         ):
             if seen is not None:
                 seen.update(canonical(r[model.primary_key]) for r in page)
@@ -203,7 +227,7 @@ class SourceReader:
             high = cursor_max(high, page_high)
             if self._after_read is not None:
                 self._after_read(model.name, page_no)
-            hold = self._store_page(model, changes, page, state, mr, high, hold)
+            hold = self._store_page(model, changes, page, state, mr, high, hold, prepared)
             mr.pages += 1
             if on_page is not None:
                 on_page(mr)
@@ -225,12 +249,61 @@ class SourceReader:
             rejected=len(mr.rejected),
         )
 
+    def _walk(
+        self,
+        model: ModelConfig,
+        state: ModelState,
+        full_scan: bool,
+        parallel: bool | None,
+        large_read: bool,
+    ) -> Iterator[tuple[list[dict[str, Any]], list[PreparedRow] | None]]:
+        """The model's pages, each with its rows prepared by the helper (or None: prepare here)."""
+        start = self._start(model, state)
+        preparer = self._helper_for(model, parallel, large_read)
+        if preparer is None:
+            for page in self.pages.walk(model, start, full=full_scan):
+                yield page, None
+            return
+        try:
+            for prepared in preparer.walk(model, start, full=full_scan, now=self._clock.now):
+                yield [p.row for p in prepared], prepared
+        except BrokenProcessPool:
+            # The helper died (killed, out of memory): nothing of its page was stored.
+            raise SourceUnavailable(
+                f"source {self.source.name!r}: the helper process preparing pages stopped; "
+                "nothing was lost (run again, or with --no-parallel)"
+            ) from None
+
+    def _helper_for(
+        self, model: ModelConfig, parallel: bool | None, large_read: bool
+    ) -> PagePreparer | None:
+        if parallel is False:
+            return None
+        if parallel is None and (
+            not large_read
+            or (os.cpu_count() or 1) < 2
+            or self.pages.estimated_rows(model) < PARALLEL_OVER_ROWS
+        ):
+            return None
+        if self._preparer is None:
+            setup = helper_setup(
+                self.source,
+                self._platform,
+                self._store,
+                {
+                    m.name: digest_key(self._index, self.source.name, m.name)
+                    for m in self.source.models
+                },
+            )
+            if setup is None:
+                return None
+            self._preparer = PagePreparer(setup)
+        return self._preparer
+
     # -- storing -------------------------------------------------------------------------------
 
     def _snapshots(self, model: ModelConfig, rows: Sequence[dict[str, Any]]) -> dict[str, Snapshot]:
-        return self.checkpoints.snapshots(
-            model, sorted({canonical(r[model.primary_key]) for r in rows})
-        )
+        return self.checkpoints.snapshots(model, snapshot_keys(model, rows))
 
     def _store_page(
         self,
@@ -241,37 +314,44 @@ class SourceReader:
         mr: ModelReport,
         high: Any,
         hold: Any,
+        prepared: list[PreparedRow] | None = None,
     ) -> Any:
         before = self._snapshots(model, rows)
         now = self._clock.now()
+        if prepared is None:
+            prepared = [
+                prepare_row(changes, row, before.get(canonical(row[model.primary_key])), now)
+                for row in rows
+            ]
+        else:
+            # The helper compared with the snapshots as they were a page ago: a row whose
+            # snapshot moved since (or that it could not compare) is prepared again here.
+            prepared = reconcile(prepared, before, changes, now)
         batch: list[Event] = []
         snapshot_of: dict[str, Snapshot] = {}
         events_of: dict[str, list[str]] = {}
         cursor_of: dict[str, Any] = {}
-        for row in rows:
+        for p in prepared:
             mr.rows += 1
-            key = canonical(row[model.primary_key])
-            outcome = changes.outcome(row, before.get(key))
-            if outcome.snapshot is None:
+            if p.snapshot is None:
                 continue
             mr.changed += 1
-            try:
-                parsed = [parse_event(w, now=now) for w in outcome.events]
-            except EventRejected as exc:
+            key = p.key
+            if p.rejected is not None:
                 # The row's key and the rule it broke; never its values (they may be PHI).
-                mr.rejected.append((key, exc.reason, exc.detail))
+                mr.rejected.append((key, *p.rejected))
                 log.warning(
                     "source.row_rejected",
                     source=self.source.name,
                     model=model.name,
                     row_key=key if len(key) <= 64 else None,
-                    reason=exc.reason,
+                    reason=p.rejected[0],
                 )
                 continue
-            batch += parsed
-            snapshot_of[key] = outcome.snapshot
-            events_of[key] = [e.id for e in parsed]
-            cursor_of[key] = row.get(model.cursor) if model.cursor else None
+            batch += p.events
+            snapshot_of[key] = p.snapshot
+            events_of[key] = [e.id for e in p.events]
+            cursor_of[key] = p.row.get(model.cursor) if model.cursor else None
         result = self._commit(
             model, batch, snapshot_of, events_of, cursor_of, state, high, hold, mr
         )
@@ -402,7 +482,7 @@ class SourceReader:
         if state.stopped_reason:
             mr.stopped = state.stopped_reason
             return mr
-        changes = self._changes(model)
+        changes = self.row_changes(model)
         high, hold = state.cursor, None
         wanted = sorted(set(keys))
         found: set[str] = set()
