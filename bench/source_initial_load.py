@@ -85,6 +85,13 @@ def main() -> None:
         "--reuse", action="store_true", help="keep a platform database written before"
     )
     parser.add_argument(
+        "--parallel",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="prepare pages in a helper process (auto: over 20,000 rows, as `sources run` does)",
+    )
+    parser.add_argument("--page-size", type=int, help="override the models file's page_size")
+    parser.add_argument(
         "--database", default=DATABASE, help="the platform database's name (dropped and written)"
     )
     args = parser.parse_args()
@@ -108,11 +115,13 @@ def main() -> None:
     )
     rt = bootstrap(settings)
     source = load_sources(EXAMPLE_MODELS).source("platform")
+    if args.page_size:
+        source = source.model_copy(update={"page_size": args.page_size})
     engine = platform_engine(source, {source.url_env: url})
     reader = SourceReader(source, engine, rt.engine, rt.intake(), rt.blind_index(), rt.clock)
     load_before = os.getloadavg()
     began = time.perf_counter()
-    report = reader.run()
+    report = reader.run(parallel={"auto": None, "on": True, "off": False}[args.parallel])
     seconds = time.perf_counter() - began
     load_after = os.getloadavg()
     scanned = sum(m.rows for m in report.models)
@@ -125,6 +134,7 @@ def main() -> None:
                 "platform_rows_total": sum(rows.values()),
                 "platform_rows": rows,
                 "store": "sqlite",
+                "parallel": args.parallel,
                 "rows_scanned": scanned,
                 "events_emitted": report.events,
                 "duplicates": sum(m.duplicates for m in report.models),

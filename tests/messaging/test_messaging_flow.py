@@ -185,8 +185,9 @@ def test_a_text_twilio_refuses_still_counts_as_a_disclosure_with_its_refusal(run
         assert sms.status == "opted_out"
         with h.runtime.engine.connect() as conn:
             told = conn.execute(
-                select(disclosures.c.destination, disclosures.c.purpose, disclosures.c.fields)
-                .where(disclosures.c.record_key == sms.message_id)
+                select(
+                    disclosures.c.destination, disclosures.c.purpose, disclosures.c.fields
+                ).where(disclosures.c.record_key == sms.message_id)
             ).all()
         assert [(d.destination, d.purpose.endswith("refused (opted_out)")) for d in told] == [
             ("twilio", True)

@@ -110,6 +110,7 @@ def test_list_check_preview_and_run(env: dict[str, str], world: PlatformDatabase
     assert missing.exit_code == 2 and "no source named 'nowhere'" in missing.output
 
 
+@pytest.mark.parametrize("where", ["--no-parallel", "--parallel"])
 def test_canary_phi_never_leaves_in_plain_text(
     env: dict[str, str],
     engine: Engine,
@@ -117,12 +118,15 @@ def test_canary_phi_never_leaves_in_plain_text(
     platform_url: str,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
+    where: str,
 ) -> None:
+    """Also with the rows prepared in the helper process: its refusals and its failed query
+    reach the reader as keys and SQLSTATEs, never values."""
     preview = run(env, "preview", "platform", "--limit", "1000")
     assert preview.exit_code == 0, preview.output
     assert "pat_canary" in preview.output and "[redacted]" in preview.output
     assert_no_canary("preview", preview.output)
-    result = run(env, "run", "platform", "--no-process")
+    result = run(env, "run", "platform", "--no-process", where)
     assert result.exit_code == 0, result.output
     assert "pat_bad_email" in result.output and "invalid_data" in result.output  # named, by key
     assert_no_canary("run output", result.output)
@@ -136,7 +140,12 @@ def test_canary_phi_never_leaves_in_plain_text(
         )
     )
     failed = run(
-        {**env, "TELECRM_SOURCES_FILE": str(broken)}, "run", "platform", "--no-process", "--full"
+        {**env, "TELECRM_SOURCES_FILE": str(broken)},
+        "run",
+        "platform",
+        "--no-process",
+        "--full",
+        where,
     )
     assert failed.exit_code == 1
     assert "model 'prescriptions': the model's query failed (SQLSTATE 22P02)" in failed.output

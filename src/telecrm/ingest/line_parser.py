@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from telecrm.domain.events import EventRejected, parse_event
+from telecrm.domain.events import Event, EventRejected, parse_event
 
 
 @dataclass(slots=True)
@@ -28,6 +28,21 @@ class ParsedEvent:
     payload: bytes
     keys: tuple[str, ...]
     fact_key: str | None
+
+    @classmethod
+    def of(cls, event: Event) -> ParsedEvent:
+        payload, keys, fact = event.log_record()
+        return cls(
+            event.id,
+            event.type,
+            event.version,
+            event.occurred_us,
+            event.patient_id,
+            event.anonymous_id,
+            payload,
+            keys,
+            fact,
+        )
 
     @property
     def patient_key(self) -> str:
@@ -77,18 +92,5 @@ def parse_chunk(lines: list[tuple[int, Any]], last_line: int, now: datetime) -> 
             chunk.duplicates += 1
             continue
         chunk.line_of[event.id] = number
-        payload, keys, fact = event.log_record()
-        chunk.events.append(
-            ParsedEvent(
-                event.id,
-                event.type,
-                event.version,
-                event.occurred_us,
-                event.patient_id,
-                event.anonymous_id,
-                payload,
-                keys,
-                fact,
-            )
-        )
+        chunk.events.append(ParsedEvent.of(event))
     return chunk

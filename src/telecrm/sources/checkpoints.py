@@ -19,7 +19,7 @@ from telecrm.sources.changes import Snapshot, canonical
 from telecrm.sources.config import ModelConfig
 from telecrm.sources.drift import baseline_json, parse_baseline
 from telecrm.sources.tables import source_checkpoints, source_row_snapshots
-from telecrm.store.upsert import upsert
+from telecrm.store.upsert import upsert, upsert_rows_fast
 
 IN_CHUNK = 500  # snapshot lookups per IN (...) list
 
@@ -171,10 +171,22 @@ class Checkpoints:
                 )
             ]
 
+    def has_snapshots(self, model: ModelConfig) -> bool:
+        t = source_row_snapshots
+        with self._store.connect() as conn:
+            return (
+                conn.execute(
+                    select(t.c.row_key)
+                    .where(t.c.source == self._source, t.c.model == model.name)
+                    .limit(1)
+                ).first()
+                is not None
+            )
+
     def save_snapshots(
         self, conn: Connection, model: ModelConfig, snapshots: Sequence[Snapshot], now_us: int
     ) -> None:
-        upsert(
+        upsert_rows_fast(
             conn,
             source_row_snapshots,
             [

@@ -212,6 +212,13 @@ def run_command(
         [], "--accept-drift", help="Forget MODEL's recorded columns (after fixing the models file)"
     ),
     process: bool = typer.Option(True, help="Fold the new events into profiles afterwards"),
+    parallel: bool | None = typer.Option(
+        None,
+        "--parallel/--no-parallel",
+        help="Prepare an initial load or full scan a page ahead in a helper process (default: "
+        "when the rows ahead are over 20,000 and the machine has two cores or more)",
+        show_default=False,
+    ),
     max_rounds: int | None = typer.Option(None, min=1, hidden=True),  # tests: stop --follow
 ) -> None:
     """Read the source once (or keep reading with --follow): progress, then counts per model."""
@@ -255,7 +262,7 @@ def run_command(
                             f"{mr.events:,} events"
                         )
 
-                    report = reader.run(full=full, on_page=progress)
+                    report = reader.run(full=full, on_page=progress, parallel=parallel)
                 note = ""
         except SourceError as exc:
             if not follow:

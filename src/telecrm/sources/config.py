@@ -256,7 +256,12 @@ def load_sources(path: str | Path, *, text: str | None = None) -> SourcesFile:
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    """`sources[0].models[1].on_update`; a key that is not a plain word is quoted (a YAML key may
+    hold a newline or a dot, and the message is one line)."""
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}" if str(p).isidentifier() else f"[{str(p)!r}]"
+        for p in loc
+    ).lstrip(".")
 
 
 def _check(f: SourcesFile, path: str, lines: dict[Location, int]) -> None:

@@ -26,7 +26,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from telecrm.domain.events import Event, EventRejected, parse_event
+from telecrm.domain.events import EventRejected, parse_event
+from telecrm.ingest.intake import Storable
+from telecrm.ingest.line_parser import ParsedEvent
 from telecrm.sources.changes import RowChanges, RowDigester, Snapshot, canonical, is_legacy
 from telecrm.sources.checkpoints import Checkpoints
 from telecrm.sources.config import ModelConfig, SourceConfig
@@ -43,22 +45,30 @@ class PreparedRow:
     row: dict[str, Any]
     before: Snapshot | None  # the snapshot the row was compared with
     snapshot: Snapshot | None = None  # None: a re-read, nothing to store
-    events: list[Event] = field(default_factory=list)
+    events: list[Storable] = field(default_factory=list)
     rejected: tuple[str, str] | None = None  # (reason, detail): an event the intake would refuse
     deferred: bool = False  # the helper could not compare it: the reader prepares it
 
 
 def prepare_row(
-    changes: RowChanges, row: dict[str, Any], before: Snapshot | None, now: datetime
+    changes: RowChanges,
+    row: dict[str, Any],
+    before: Snapshot | None,
+    now: datetime,
+    *,
+    stored_form: bool = False,
 ) -> PreparedRow:
     key = canonical(row[changes.model.primary_key])
     outcome = changes.outcome(row, before)
     prepared = PreparedRow(key, row, before, outcome.snapshot)
     if outcome.snapshot is not None:
         try:
-            prepared.events = [parse_event(w, now=now) for w in outcome.events]
+            parsed = [parse_event(w, now=now) for w in outcome.events]
         except EventRejected as exc:
             prepared.rejected = (exc.reason, exc.detail)
+        else:
+            # In the helper, the stored form (JSON payload, fact key) is made here too.
+            prepared.events = [ParsedEvent.of(e) for e in parsed] if stored_form else list(parsed)
     return prepared
 
 
@@ -117,7 +127,13 @@ class _Helper:
         self.walks: dict[int, Iterator[list[dict[str, Any]]]] = {}
 
     def next_page(
-        self, walk_id: int, model_name: str, start: Any, full: bool, now: datetime
+        self,
+        walk_id: int,
+        model_name: str,
+        start: Any,
+        full: bool,
+        now: datetime,
+        has_snapshots: bool,
     ) -> list[PreparedRow] | None:
         changes = self.changes[model_name]
         model = changes.model
@@ -129,7 +145,13 @@ class _Helper:
             if rows is None:
                 self.walks.pop(walk_id, None)
                 return None
-            before = self.checkpoints.snapshots(model, snapshot_keys(model, rows))
+            # A model read for the first time has no snapshot to compare with (a row this read
+            # already stored, changed since, is the reader's to see: reconcile).
+            before = (
+                self.checkpoints.snapshots(model, snapshot_keys(model, rows))
+                if has_snapshots
+                else {}
+            )
         except BaseException:
             self.walks.pop(walk_id, None)
             raise
@@ -140,8 +162,8 @@ class _Helper:
             was = before.get(key)
             if is_legacy(was):
                 out.append(PreparedRow(key, row, was, deferred=True))
-            else:
-                out.append(prepare_row(changes, row, was, now))
+                continue
+            out.append(prepare_row(changes, row, was, now, stored_form=True))
         return out
 
 
@@ -154,10 +176,10 @@ def _start(setup: HelperSetup) -> None:
 
 
 def _next_page(
-    walk_id: int, model_name: str, start: Any, full: bool, now: datetime
+    walk_id: int, model_name: str, start: Any, full: bool, now: datetime, has_snapshots: bool
 ) -> list[PreparedRow] | None:
     assert _helper is not None
-    return _helper.next_page(walk_id, model_name, start, full, now)
+    return _helper.next_page(walk_id, model_name, start, full, now, has_snapshots)
 
 
 def _end_walk(walk_id: int) -> None:
@@ -176,12 +198,20 @@ class PagePreparer:
         self._ids = itertools.count(1)
 
     def walk(
-        self, model: ModelConfig, start: Any, *, full: bool, now: Callable[[], datetime]
+        self,
+        model: ModelConfig,
+        start: Any,
+        *,
+        full: bool,
+        now: Callable[[], datetime],
+        has_snapshots: bool = True,
     ) -> Iterator[list[PreparedRow]]:
         walk_id = next(self._ids)
 
         def ask() -> Future[list[PreparedRow] | None]:
-            return self._pool.submit(_next_page, walk_id, model.name, start, full, now())
+            return self._pool.submit(
+                _next_page, walk_id, model.name, start, full, now(), has_snapshots
+            )
 
         future = ask()
         finished = False

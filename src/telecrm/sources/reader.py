@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine
 
 from telecrm.domain.clock import Clock, to_micros
 from telecrm.domain.events import Event, EventRejected, parse_event
-from telecrm.ingest.intake import EventIntake, IntakeResult
+from telecrm.ingest.intake import EventIntake, IntakeResult, Storable
 from telecrm.security.blind_index import BlindIndex
 from telecrm.sources.changes import (
     LegacyDigester,
@@ -91,6 +91,10 @@ class RunReport:
         return [m for m in self.models if m.stopped]
 
 
+def first_read(state: ModelState) -> bool:
+    return state.high_water is None and state.last_full_scan_us is None
+
+
 class SourceReader:
     """Reads one source. `after_read(model, page)` runs between a page's read and its commit
     (tests inject a crash there)."""
@@ -129,10 +133,11 @@ class SourceReader:
         an initial load or a full scan of a model over PARALLEL_OVER_ROWS rows on a machine
         with more than one core."""
         report = RunReport(self.source.name)
+        chosen = [m for m in self.source.models if models is None or m.name in models]
+        if parallel is None:
+            parallel = self._worth_a_helper(chosen, full)
         try:
-            for model in self.source.models:
-                if models is not None and model.name not in models:
-                    continue
+            for model in chosen:
                 mr = ModelReport(model.name)
                 report.models.append(mr)
                 try:
@@ -194,7 +199,7 @@ class SourceReader:
         *,
         full: bool,
         on_page: Callable[[ModelReport], None] | None,
-        parallel: bool | None = None,
+        parallel: bool = False,
     ) -> None:
         state = self.checkpoints.state(model)
         actual = self.pages.describe(model)
@@ -214,9 +219,9 @@ class SourceReader:
         seen: set[str] | None = set() if full_scan else None
         hold: Any = None
         high = state.cursor
-        first_read = state.high_water is None and state.last_full_scan_us is None
         for page_no, (page, prepared) in enumerate(
-            self._walk(model, state, full_scan, parallel, first_read or full_scan), start=1
+            self._walk(model, state, full_scan, parallel and (first_read(state) or full_scan)),
+            start=1,
         ):
             if seen is not None:
                 seen.update(canonical(r[model.primary_key]) for r in page)
@@ -250,22 +255,20 @@ class SourceReader:
         )
 
     def _walk(
-        self,
-        model: ModelConfig,
-        state: ModelState,
-        full_scan: bool,
-        parallel: bool | None,
-        large_read: bool,
+        self, model: ModelConfig, state: ModelState, full_scan: bool, parallel: bool
     ) -> Iterator[tuple[list[dict[str, Any]], list[PreparedRow] | None]]:
         """The model's pages, each with its rows prepared by the helper (or None: prepare here)."""
         start = self._start(model, state)
-        preparer = self._helper_for(model, parallel, large_read)
+        preparer = self._helper() if parallel else None
         if preparer is None:
             for page in self.pages.walk(model, start, full=full_scan):
                 yield page, None
             return
         try:
-            for prepared in preparer.walk(model, start, full=full_scan, now=self._clock.now):
+            has_snapshots = self.checkpoints.has_snapshots(model)
+            for prepared in preparer.walk(
+                model, start, full=full_scan, now=self._clock.now, has_snapshots=has_snapshots
+            ):
                 yield [p.row for p in prepared], prepared
         except BrokenProcessPool:
             # The helper died (killed, out of memory): nothing of its page was stored.
@@ -274,27 +277,25 @@ class SourceReader:
                 "nothing was lost (run again, or with --no-parallel)"
             ) from None
 
-    def _helper_for(
-        self, model: ModelConfig, parallel: bool | None, large_read: bool
-    ) -> PagePreparer | None:
-        if parallel is False:
-            return None
-        if parallel is None and (
-            not large_read
-            or (os.cpu_count() or 1) < 2
-            or self.pages.estimated_rows(model) < PARALLEL_OVER_ROWS
-        ):
-            return None
+    def _worth_a_helper(self, models: Sequence[ModelConfig], full: bool) -> bool:
+        """Two cores or more, and the initial loads and full scans ahead over PARALLEL_OVER_ROWS
+        rows by the planner's estimates."""
+        if (os.cpu_count() or 1) < 2:
+            return False
+        ahead = 0
+        for model in models:
+            state = self.checkpoints.state(model)
+            if full or model.cursor is None or first_read(state):
+                ahead += self.pages.estimated_rows(model)
+        return ahead >= PARALLEL_OVER_ROWS
+
+    def _helper(self) -> PagePreparer | None:
         if self._preparer is None:
-            setup = helper_setup(
-                self.source,
-                self._platform,
-                self._store,
-                {
-                    m.name: digest_key(self._index, self.source.name, m.name)
-                    for m in self.source.models
-                },
-            )
+            keys = {
+                m.name: digest_key(self._index, self.source.name, m.name)
+                for m in self.source.models
+            }
+            setup = helper_setup(self.source, self._platform, self._store, keys)
             if setup is None:
                 return None
             self._preparer = PagePreparer(setup)
@@ -327,7 +328,7 @@ class SourceReader:
             # The helper compared with the snapshots as they were a page ago: a row whose
             # snapshot moved since (or that it could not compare) is prepared again here.
             prepared = reconcile(prepared, before, changes, now)
-        batch: list[Event] = []
+        batch: list[Storable] = []
         snapshot_of: dict[str, Snapshot] = {}
         events_of: dict[str, list[str]] = {}
         cursor_of: dict[str, Any] = {}
@@ -360,7 +361,7 @@ class SourceReader:
     def _commit(
         self,
         model: ModelConfig,
-        batch: list[Event],
+        batch: Sequence[Storable],
         snapshot_of: dict[str, Snapshot],
         events_of: dict[str, list[str]],
         cursor_of: dict[str, Any],
@@ -446,7 +447,7 @@ class SourceReader:
     ) -> None:
         """Rows no longer in the table: their delete events and tombstones, in one commit."""
         now = self._clock.now()
-        batch: list[Event] = []
+        batch: list[Storable] = []
         snapshot_of: dict[str, Snapshot] = {}
         events_of: dict[str, list[str]] = {}
         for before in gone:

@@ -36,6 +36,20 @@ def upsert(
     conn.execute(stmt, list(rows))
 
 
+def upsert_rows_fast(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """`upsert` straight to the driver's executemany: the values must be plain ints, strings,
+    bytes, bools or None (no SQLAlchemy type processing). Same syntax on SQLite and PostgreSQL."""
+    if rows:
+        sets = ", ".join(f"{c} = excluded.{c}" for c in update)
+        _driver_insert(conn, table, rows, f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
+
+
 def insert_rows_fast(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """A plain multi-row INSERT straight to the driver's executemany.
 
