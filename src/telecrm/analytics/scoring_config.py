@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from telecrm.domain.events import EVENT_TYPES
 from telecrm.domain.fields import FIELDS
-from telecrm.sync.yaml_lines import line_of, read_yaml_mapping
+from telecrm.sync.yaml_lines import dotted, line_of, read_yaml_mapping
 
 BUILTIN = Path(__file__).parent / "config" / "scoring.yaml"
 DERIVED_FIELDS = frozenset({"age"})  # years at scoring time, from date_of_birth
@@ -141,7 +141,6 @@ def load_scoring_config(path: str | Path | None = None) -> ScoringConfig:
     except ValidationError as exc:
         first = exc.errors(include_input=False, include_url=False)[0]
         loc = tuple(p for p in first["loc"] if p != "[key]")
-        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         raise ScoringConfigError(
-            shown, line_of(lines, loc), dotted, first["msg"].removeprefix("Value error, ")
+            shown, line_of(lines, loc), dotted(loc), first["msg"].removeprefix("Value error, ")
         ) from None

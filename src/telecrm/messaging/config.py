@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from telecrm.domain.events import TRIGGERS
-from telecrm.sync.yaml_lines import line_of, read_yaml_mapping
+from telecrm.sync.yaml_lines import dotted, line_of, read_yaml_mapping
 
 BUILTIN = Path(__file__).parent / "config" / "messaging.yaml"
 Channel = Literal["email", "sms"]
@@ -131,9 +131,8 @@ def load_messaging_config(path: str | Path | None = None) -> MessagingConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(p for p in first["loc"] if p != "[key]")
-        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         raise MessagingConfigError(
-            shown, line_of(lines, loc), dotted, first["msg"].removeprefix("Value error, ")
+            shown, line_of(lines, loc), dotted(loc), first["msg"].removeprefix("Value error, ")
         ) from None
 
 

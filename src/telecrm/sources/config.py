@@ -23,7 +23,7 @@ from telecrm.domain.events import DATA_MODELS, EVENT_TYPES
 from telecrm.domain.fields import FIELDS
 from telecrm.ingest.intake import RESERVED_PREFIXES
 from telecrm.sources.errors import SourceConfigError
-from telecrm.sync.yaml_lines import Location, YamlSyntaxError, line_of, load_with_lines
+from telecrm.sync.yaml_lines import Location, YamlSyntaxError, dotted, line_of, load_with_lines
 
 NAME = r"^[a-z][a-z0-9_]{0,31}$"  # goes into event ids and checkpoint keys
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"  # PostgreSQL identifiers are at most 63 bytes
@@ -249,19 +249,10 @@ def load_sources(path: str | Path, *, text: str | None = None) -> SourcesFile:
             if not (isinstance(p, str) and (p.startswith("function-") or p in ("str", "Constant")))
         )
         raise SourceConfigError(
-            shown, line_of(lines, loc), _dotted(loc), first["msg"].removeprefix("Value error, ")
+            shown, line_of(lines, loc), dotted(loc), first["msg"].removeprefix("Value error, ")
         ) from None
     _check(loaded, shown, lines)
     return loaded
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    """`sources[0].models[1].on_update`; a key that is not a plain word is quoted (a YAML key may
-    hold a newline or a dot, and the message is one line)."""
-    return "".join(
-        f"[{p}]" if isinstance(p, int) else f".{p}" if str(p).isidentifier() else f"[{str(p)!r}]"
-        for p in loc
-    ).lstrip(".")
 
 
 def _check(f: SourcesFile, path: str, lines: dict[Location, int]) -> None:
@@ -280,7 +271,7 @@ def _check(f: SourcesFile, path: str, lines: dict[Location, int]) -> None:
 
             def fail(loc: Location, problem: str, base: Location = base) -> None:
                 raise SourceConfigError(
-                    path, line_of(lines, base + loc), _dotted(base + loc), problem
+                    path, line_of(lines, base + loc), dotted(base + loc), problem
                 )
 
             if models.count(model.name) > 1:

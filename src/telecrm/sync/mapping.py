@@ -31,7 +31,7 @@ from telecrm.sync.transforms import (
     revealed_fields,
     transform_output,
 )
-from telecrm.sync.yaml_lines import YamlSyntaxError, line_of, load_with_lines
+from telecrm.sync.yaml_lines import YamlSyntaxError, dotted, line_of, load_with_lines
 
 JOURNEY_FIELD = re.compile(r"^journey\.[a-z0-9_\-]{1,64}$")
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "connectors" / "mappings"
@@ -234,14 +234,10 @@ def load_mapping(path: str | Path, *, text: str | None = None) -> Mapping:
         loc = tuple("from" if part == "from_" else part for part in first["loc"])
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
         raise MappingError(
-            shown, line_of(lines, loc), _dotted(loc), first["msg"].removeprefix("Value error, ")
+            shown, line_of(lines, loc), dotted(loc), first["msg"].removeprefix("Value error, ")
         ) from None
     _check(mapping, shown, lines)
     return mapping
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
 def _check(m: Mapping, path: str, lines: dict[Any, int]) -> None:
@@ -256,7 +252,7 @@ def _check(m: Mapping, path: str, lines: dict[Any, int]) -> None:
             cls: type[MappingError] = MappingError,
             base: tuple[Any, ...] = base,
         ) -> None:
-            raise cls(path, line_of(lines, base + loc), _dotted(base + loc), problem)
+            raise cls(path, line_of(lines, base + loc), dotted(base + loc), problem)
 
         if names.count(o.name) > 1:
             fail(("name",), f"object name {o.name!r} is used twice")
@@ -368,7 +364,7 @@ def _check_tables(m: Mapping, path: str, lines: dict[Any, int]) -> None:
         base: tuple[Any, ...] = ("custom_tables", i)
 
         def fail(loc: tuple[Any, ...], problem: str, base: tuple[Any, ...] = base) -> None:
-            raise MappingError(path, line_of(lines, base + loc), _dotted(base + loc), problem)
+            raise MappingError(path, line_of(lines, base + loc), dotted(base + loc), problem)
 
         if m.connector != "dynamics":
             fail((), "custom tables are created only in Dataverse (connector: dynamics)")

@@ -82,3 +82,12 @@ def line_of(lines: dict[Location, int], loc: Location) -> int | None:
             return lines[loc]
         loc = loc[:-1]
     return lines.get(())
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    """A location as an error names it: `sources[0].models[1].on_update`. A key that is not a
+    plain word is quoted (a YAML key may hold a newline or a dot, and an error is one line)."""
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else f".{p}" if str(p).isidentifier() else f"[{str(p)!r}]"
+        for p in loc
+    ).lstrip(".")
