@@ -189,6 +189,8 @@ def _flat(node: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 POLL_ALL_EVERY = 60  # with --cdc: every 60th round also polls every model (the safety net)
+POLL_INTERVAL = 5.0  # seconds between polling reads with --follow
+CDC_INTERVAL = 0.5  # between slot peeks: lag p99 0.3-0.6 s at 100 changes/s (docs/benchmarks.md)
 
 
 @sources_app.command("run")
@@ -197,7 +199,13 @@ def run_command(
     name: str = NAME,
     file: Path = FILE,
     follow: bool = typer.Option(False, "--follow", help="Keep reading every --interval seconds"),
-    interval: float = typer.Option(5.0, min=0.1, help="With --follow: seconds between reads"),
+    interval: float | None = typer.Option(
+        None,
+        min=0.1,
+        help="With --follow: seconds between reads [default: 5; 0.5 with --cdc, where a round "
+        "with no change costs one slot peek]",
+        show_default=False,
+    ),
     full: bool = typer.Option(False, "--full", help="Scan every row by key now (finds deletes)"),
     cdc: bool = typer.Option(
         False,
@@ -244,6 +252,8 @@ def run_command(
             capture = None
         else:
             console.print(f"changes from replication slot {capture.slot}", highlight=False)
+    if interval is None:
+        interval = CDC_INTERVAL if capture is not None else POLL_INTERVAL
     failed, rounds = False, 0
     while True:
         started = time.perf_counter()
