@@ -261,8 +261,13 @@ def test_a_deleted_head_is_reported_and_further_appends_are_refused(engine):
 
 
 def test_concurrent_appenders_extend_one_chain(engine):
+    failures: list[BaseException] = []
+
     def other_process() -> None:
-        _append(engine, 50, start=100)
+        try:
+            _append(engine, 50, start=100)
+        except BaseException as exc:  # a thread's error is otherwise only printed
+            failures.append(exc)
 
     with engine.begin() as conn:
         append_audit(conn, [_entry(n) for n in range(50)], at_us=T0)
@@ -271,6 +276,7 @@ def test_concurrent_appenders_extend_one_chain(engine):
         other.start()
     other.join(timeout=60)
     assert not other.is_alive()
+    assert not failures, repr(failures[0])
     result = _verify(engine)
     assert (result.ok, result.rows_checked) == (True, 100)
 

@@ -167,8 +167,6 @@ class ProfileWorker:
                 linked_patient[f"anon:{anon}"] = patient
 
         all_anon_keys = [f"anon:{a}" for anons in anon_of.values() for a in sorted(anons)]
-        # The linked visitors' rows too: a visitor with a profile had events folded already.
-        wanted = keys + [k for k in all_anon_keys if k not in keys]
         new_rows = rows_for(
             conn, keys + [k for k in all_anon_keys if k not in keys], unprocessed_only=True
         )
@@ -193,16 +191,32 @@ class ProfileWorker:
             return frozenset(needs)
 
         stored: dict[str, StoredProfile] = {}
-        for start in range(0, len(wanted), 500):
-            profile_query = select(profiles).where(
-                profiles.c.patient_key.in_(wanted[start : start + 500])
-            )
-            if conn.dialect.name == "postgresql":
-                profile_query = profile_query.with_for_update()
-            stored.update(
-                (row.patient_key, decode(row, cipher, only=_sealed_needs(row.patient_key)))
-                for row in conn.execute(profile_query)
-            )
+
+        def load(wanted_keys: list[str]) -> None:
+            for start in range(0, len(wanted_keys), 500):
+                profile_query = select(profiles).where(
+                    profiles.c.patient_key.in_(wanted_keys[start : start + 500])
+                )
+                if conn.dialect.name == "postgresql":
+                    profile_query = profile_query.with_for_update()
+                stored.update(
+                    (row.patient_key, decode(row, cipher, only=_sealed_needs(row.patient_key)))
+                    for row in conn.execute(profile_query)
+                )
+
+        load(keys)
+        # A linked visitor's own row matters to a patient with no profile yet (was anything
+        # folded before the link?) and to a new link (the row is emptied, so it is locked
+        # first); a patient whose visitors were linked before never reads it (score runs).
+        load(
+            [
+                k
+                for patient, anons in anon_of.items()
+                if patient not in stored or sorted(stored[patient].linked_anon) != sorted(anons)
+                for k in (f"anon:{a}" for a in sorted(anons))
+                if k not in claimed
+            ]
+        )
 
         rows_out: dict[str, dict[str, Any]] = {}
         cleared: set[str] = set()  # patient keys whose stage history is rewritten whole
