@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,17 @@ def newest(url: str, table: str) -> Any:
 
 def first_patient(url: str) -> Any:
     return sql(url, "SELECT id FROM patients ORDER BY id LIMIT 1")[0][0]
+
+
+def move_first_patient(url: str, timezone: str = "America/Chicago") -> Any:
+    """The first patient moves (a mapped field changes, after every other update); their id."""
+    pid = first_patient(url)
+    sql(
+        url,
+        "UPDATE patients SET timezone = %s, updated_at = %s WHERE id = %s",
+        (timezone, newest(url, "patients") + timedelta(seconds=1), pid),
+    )
+    return pid
 
 
 def example_source(**overrides: Any) -> SourceConfig:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy import func, select
 
 from telecrm.bootstrap import Runtime
 from telecrm.ingest.tables import events
 from telecrm.simulate.to_postgres import PlatformDatabase
 from telecrm.sources.prepare import prepare_row, reconcile
-from tests.sources.conftest import ReaderFactory, example_source, first_patient, newest, sql
+from tests.sources.conftest import ReaderFactory, example_source, move_first_patient
 
 
 def test_a_row_whose_snapshot_moved_after_the_helper_read_it_is_prepared_again(
@@ -23,13 +21,7 @@ def test_a_row_whose_snapshot_moved_after_the_helper_read_it_is_prepared_again(
     reader.run(parallel=False)
     model = reader.source.model("patients")
     changes = reader.row_changes(model)
-    pid = first_patient(platform_url)
-    high = newest(platform_url, "patients")
-    sql(
-        platform_url,
-        "UPDATE patients SET timezone = 'America/Chicago', updated_at = %s WHERE id = %s",
-        (high + timedelta(seconds=1), pid),
-    )
+    pid = move_first_patient(platform_url)
     rows = [r for page in reader.pages.by_key(model, [pid]) for r in page]
     now = runtime.clock.now()
     # What a helper that read before the first run's commit would have made: a "new" row.

@@ -20,6 +20,7 @@ from tests.sources.conftest import (
     ReaderFactory,
     example_source,
     first_patient,
+    move_first_patient,
     newest,
     sql,
 )
@@ -235,13 +236,7 @@ def test_a_changed_mapped_field_emits_patient_updated_with_only_that_field(
 ) -> None:
     reader = make_reader()
     reader.run()
-    high = newest(platform_url, "patients")
-    pid = first_patient(platform_url)
-    sql(
-        platform_url,
-        "UPDATE patients SET timezone = 'America/Chicago', updated_at = %s WHERE id = %s",
-        (high + timedelta(seconds=1), pid),
-    )
+    move_first_patient(platform_url)
     assert reader.run().events == 1
 
     with runtime.engine.connect() as conn:
@@ -421,13 +416,7 @@ def test_snapshots_of_the_first_digest_scheme_are_still_compared_exactly(
     assert digests and not any(d.startswith(DIGEST_SCHEME) for d in digests)
 
     # A change made while the old snapshots are all there is: the new reader must see it.
-    pid = first_patient(platform_url)
-    high = newest(platform_url, "patients")
-    sql(
-        platform_url,
-        "UPDATE patients SET timezone = 'America/Chicago', updated_at = %s WHERE id = %s",
-        (high + timedelta(seconds=1), pid),
-    )
+    pid = move_first_patient(platform_url)
     reader = make_reader()
     assert reader_module.SourceReader is type(reader)
     # The helper has no blind-index key: it leaves these rows to the reader.

@@ -10,7 +10,8 @@ from telecrm.sync.yaml_lines import dotted
 
 def test_plain_keys_read_as_a_path_and_odd_keys_are_quoted() -> None:
     assert dotted(("sources", 0, "models", 2, "on_update")) == "sources[0].models[2].on_update"
-    assert dotted(("data", "payment_method.brand")) == "data['payment_method.brand']"
+    assert dotted(("triggers", "order.paid", 0, "template")) == "triggers.order.paid[0].template"
+    assert dotted(("data", "a key")) == "data['a key']"
     assert dotted(("models", 0, "\n")) == "models[0]['\\n']"
 
 

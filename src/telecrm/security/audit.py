@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from telecrm.domain.clock import from_micros
@@ -108,6 +108,13 @@ def _lock_head(conn: Connection) -> tuple[int, str]:
         .returning(audit_head.c.last_seq, audit_head.c.last_hash)
     )
     head = conn.execute(lock).first()
+    if head is None and conn.dialect.name == "postgresql":
+        # No head we can see: perhaps another transaction is creating it right now (the very
+        # first appends on a fresh database). This lock waits for that transaction to end
+        # (it conflicts with the row locks of its INSERT), so what we decide next is decided
+        # on committed rows. On SQLite, BEGIN IMMEDIATE already made us the only writer.
+        conn.execute(text("LOCK TABLE audit_head IN SHARE ROW EXCLUSIVE MODE"))
+        head = conn.execute(lock).first()
     if head is None:
         dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         created = conn.execute(

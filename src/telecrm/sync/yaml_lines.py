@@ -85,9 +85,15 @@ def line_of(lines: dict[Location, int], loc: Location) -> int | None:
 
 
 def dotted(loc: tuple[Any, ...]) -> str:
-    """A location as an error names it: `sources[0].models[1].on_update`. A key that is not a
-    plain word is quoted (a YAML key may hold a newline or a dot, and an error is one line)."""
-    return "".join(
-        f"[{p}]" if isinstance(p, int) else f".{p}" if str(p).isidentifier() else f"[{str(p)!r}]"
-        for p in loc
-    ).lstrip(".")
+    """A location as an error names it: `triggers.order.paid[0].template`. A key with a space,
+    a control character or nothing in it is quoted: a YAML key may hold a newline, and an error
+    is one line."""
+
+    def part(p: Any) -> str:
+        if isinstance(p, int):
+            return f"[{p}]"
+        name = str(p)
+        plain = name and name.isprintable() and not any(c.isspace() for c in name)
+        return f".{name}" if plain else f"[{name!r}]"
+
+    return "".join(part(p) for p in loc).lstrip(".")
