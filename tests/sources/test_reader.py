@@ -331,10 +331,11 @@ def test_a_database_restart_mid_read_is_survived_without_loss_or_duplicates(
 
     def restart(model: str, page: int) -> None:
         if model == "patients" and page == 2:  # every source connection dies, as in a restart
+            # Only this test's database: the other test workers' sources are not restarted.
             killed[:] = sql(
                 platform_url,
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = 'telecrm-source'",
+                " WHERE application_name = 'telecrm-source' AND datname = current_database()",
             )
 
     make_reader(example_source(page_size=5), after_read=restart).run(parallel=parallel)
