@@ -5,6 +5,8 @@ The platform database is always PostgreSQL; telecrm's own store runs on SQLite a
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -434,3 +436,46 @@ def test_snapshots_of_the_first_digest_scheme_are_still_compared_exactly(
     assert updated == 1
     assert digest.startswith(DIGEST_SCHEME)
     assert reader.run(full=True).events == 0
+
+
+def test_a_connection_killed_while_its_query_runs_is_read_again_once(
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    runtime: Runtime,
+    parallel: bool,
+) -> None:
+    """The server drops the connection in the middle of a page's query (a restart, a killed
+    backend): the page is read again on a new connection, and nothing is lost or doubled."""
+    source = example_source()
+    slow = source.model("support_tickets").model_copy(
+        update={
+            "table": None,
+            # One 0.4 s sleep per execution (not per row): time enough to be caught running.
+            "query": "SELECT t.* FROM support_tickets t, (SELECT pg_sleep(0.4)) AS s",
+        }
+    )
+    models = tuple(slow if m.name == "support_tickets" else m for m in source.models)
+    killed: list[tuple[object, ...]] = []
+
+    def kill_the_running_query() -> None:
+        for _ in range(200):
+            rows = sql(
+                platform_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'telecrm-source' AND datname = current_database()"
+                " AND state = 'active' AND strpos(query, 'pg_sleep(0.4)') > 0",
+            )
+            if rows:
+                killed[:] = rows
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_running_query)
+    killer.start()
+    report = make_reader(source.model_copy(update={"models": models})).run(parallel=parallel)
+    killer.join()
+    assert killed and all(ok for (ok,) in killed)
+    assert not report.stopped
+    assert stored_types(runtime) == expected_types(platform_url)
+    assert sum(m.duplicates for m in report.models) == 0

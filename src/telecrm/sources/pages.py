@@ -115,11 +115,18 @@ class ModelPages:
                 params["c"] = last[model.cursor]
 
     def _read(self, model: ModelConfig, statement: Any, params: dict[str, Any]) -> list[Row]:
-        try:
-            with read_only(self._platform, self.source.statement_timeout_seconds) as conn:
-                return [dict(r._mapping) for r in conn.execute(statement, params)]
-        except DBAPIError as exc:
-            raise self._failure(model, exc) from None
+        """One page in its own read-only transaction. A connection that dies under the query (a
+        restart, a terminated backend) is replaced and the page read once more; a second
+        failure is the error. A read changes nothing, so reading again is always safe."""
+        for attempt in (1, 2):
+            try:
+                with read_only(self._platform, self.source.statement_timeout_seconds) as conn:
+                    return [dict(r._mapping) for r in conn.execute(statement, params)]
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise self._failure(model, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _failure(self, model: ModelConfig, exc: DBAPIError) -> Exception:
         state = sqlstate(exc)
