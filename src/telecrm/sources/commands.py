@@ -202,8 +202,8 @@ def run_command(
     interval: float | None = typer.Option(
         None,
         min=0.1,
-        help="With --follow: seconds between reads [default: 5; 0.5 with --cdc, where a round "
-        "with no change costs one slot peek]",
+        help="With --follow: seconds between reads (default 5; 0.5 with --cdc, where a round "
+        "with no change costs one slot peek)",
         show_default=False,
     ),
     full: bool = typer.Option(False, "--full", help="Scan every row by key now (finds deletes)"),
