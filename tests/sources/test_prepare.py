@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from telecrm.bootstrap import Runtime
 from telecrm.ingest.tables import events
 from telecrm.simulate.to_postgres import PlatformDatabase
 from telecrm.sources.prepare import prepare_row, reconcile
-from tests.sources.conftest import ReaderFactory, example_source, move_first_patient
+from tests.sources.conftest import ReaderFactory, example_source, move_first_patient, sql
 
 
 def test_a_row_whose_snapshot_moved_after_the_helper_read_it_is_prepared_again(
@@ -53,3 +54,33 @@ def test_the_helper_path_stores_what_the_reader_alone_stores(
     again = reader.run(full=True, parallel=False)
     assert again.events == 0
     assert sum(m.changed for m in again.models) == 0
+
+
+def test_the_helper_starts_by_itself_only_for_large_first_reads(
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """By default the helper is worth its start-up only when the planner expects more rows ahead
+    than PARALLEL_OVER_ROWS, and only for first reads and full scans."""
+    from telecrm.sources import reader as reader_module
+
+    started: list[object] = []
+    real = reader_module.PagePreparer
+
+    def counting(setup: object) -> object:
+        started.append(setup)
+        return real(setup)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader_module, "PagePreparer", counting)
+    reader = make_reader()
+    sql(platform_url, "ANALYZE")  # the planner's estimates need statistics
+    assert 0 < reader.pages.estimated_rows(reader.source.model("patients")) < 1_000
+    assert reader.run().events > 0  # the small world: read here
+    assert started == []
+    monkeypatch.setattr(reader_module, "PARALLEL_OVER_ROWS", 1)
+    assert reader.run().events == 0  # incremental reads: still here, whatever the size
+    assert started == []
+    assert reader.run(full=True).events == 0  # a full scan over the (lowered) threshold
+    assert len(started) == 1
