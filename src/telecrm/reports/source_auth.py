@@ -11,7 +11,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from telecrm.reports.endpoints import WEBHOOK_WORDS
+from telecrm.reports.data_points import SchemaField
+from telecrm.reports.endpoints import WEBHOOK_WORDS, Parameter
+from telecrm.reports.source_tree import Route
 
 AUTH_NAME = re.compile(
     r"auth|login|logged_?in|current_?user|token|jwt|api_?key|permission|session|guard|"
@@ -101,4 +103,33 @@ def route_auth(
             kinds.add("signature")
     return RouteAuth(
         tuple(sorted(kinds)) or ("none",), auth[0][1] if auth else where, reason, signed
+    )
+
+
+def guarded_route(
+    *,
+    method: str,
+    path: str,
+    where: str,
+    framework: str,
+    handler: str,
+    handler_text: str,
+    auth: Sequence[tuple[str, str]],
+    parameters: list[Parameter],
+    fields: list[SchemaField],
+) -> Route:
+    """A route as every framework reader reports it, its guards read by `route_auth`."""
+    guarded = route_auth(auth, where, path, handler, handler_text)
+    return Route(
+        method=method,
+        path=path,
+        evidence=where,
+        framework=framework,
+        handler=handler,
+        auth=guarded.kinds,
+        auth_evidence=guarded.evidence,
+        parameters=parameters,
+        fields=fields,
+        webhook_reason=guarded.webhook_reason,
+        signature_verified=guarded.signature_verified,
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from telecrm.reports.data_points import SchemaField
 from telecrm.reports.endpoints import Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, auth_kind_from_text, route_auth
+from telecrm.reports.source_auth import auth_kind, auth_kind_from_text, guarded_route
 from telecrm.reports.source_pytree import (
     HTTP_METHODS,
     PyModule,
@@ -116,7 +116,7 @@ class DjangoRoutes:
     ) -> list[Route]:
         methods, handlers = _methods(view, target)
         auth = self._auth(mod, view)
-        guarded = route_auth(auth, where, path, view.name, mod.source_of(view))
+        view_text = mod.source_of(view)
         out = []
         for method in methods:
             params: list[Parameter] = []
@@ -130,18 +130,16 @@ class DjangoRoutes:
                     fields.append(SchemaField(name, name, None, evidence(mod.file.rel, at)))
             fields += self._serializer_fields(view)
             out.append(
-                Route(
+                guarded_route(
                     method=method,
                     path=path,
-                    evidence=where,
+                    where=where,
                     framework="django",
                     handler=view.name,
-                    auth=guarded.kinds,
-                    auth_evidence=guarded.evidence,
+                    handler_text=view_text,
+                    auth=auth,
                     parameters=list({p.name: p for p in params}.values()),
                     fields=fields,
-                    webhook_reason=guarded.webhook_reason,
-                    signature_verified=guarded.signature_verified,
                 )
             )
         return out

@@ -9,7 +9,7 @@ from tree_sitter import Node
 
 from telecrm.reports.data_points import SchemaField
 from telecrm.reports.endpoints import Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, route_auth, verifies_signature
+from telecrm.reports.source_auth import auth_kind, guarded_route, verifies_signature
 from telecrm.reports.source_js import (
     _IDENT_PATH,
     HTTP_METHODS,
@@ -233,19 +233,16 @@ def _route(
     handler_name: str,
     handler_text: str,
 ) -> Route:
-    guarded = route_auth(auth, where, path, handler_name, handler_text)
-    return Route(
+    return guarded_route(
         method="get" if raw.method == "all" else raw.method,
         path=path,
-        evidence=where,
+        where=where,
         framework="express",
         handler=handler_name,
-        auth=guarded.kinds,
-        auth_evidence=guarded.evidence,
+        handler_text=handler_text,
+        auth=auth,
         parameters=params,
         fields=fields,
-        webhook_reason=guarded.webhook_reason,
-        signature_verified=guarded.signature_verified,
     )
 
 

@@ -9,7 +9,7 @@ from tree_sitter import Node
 
 from telecrm.reports.data_points import SchemaField
 from telecrm.reports.endpoints import Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, route_auth
+from telecrm.reports.source_auth import auth_kind, guarded_route
 from telecrm.reports.source_js import JsModule, JsTree, line, string_value, text_of, walk
 from telecrm.reports.source_tree import Route, evidence, join_paths
 
@@ -173,20 +173,17 @@ class NestRoutes:
         for verb, sub, dec in verbs:
             path = join_paths(self.global_prefix, prefix, sub or "")
             where = evidence(mod.file.rel, line(dec))
-            guarded = route_auth(auth, where, path, handler, text)
             out.append(
-                Route(
+                guarded_route(
                     method="get" if verb == "all" else verb,
                     path=path,
-                    evidence=where,
+                    where=where,
                     framework="nestjs",
                     handler=handler,
-                    auth=guarded.kinds,
-                    auth_evidence=guarded.evidence,
+                    handler_text=text,
+                    auth=auth,
                     parameters=params,
                     fields=fields,
-                    webhook_reason=guarded.webhook_reason,
-                    signature_verified=guarded.signature_verified,
                 )
             )
         return out

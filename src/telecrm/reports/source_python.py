@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from telecrm.reports.data_points import SchemaField
 from telecrm.reports.endpoints import Parameter, _parameter_role
-from telecrm.reports.source_auth import auth_kind, route_auth, verifies_signature
+from telecrm.reports.source_auth import auth_kind, guarded_route, verifies_signature
 from telecrm.reports.source_pytree import (
     HTTP_METHODS,
     NOT_QUERY,
@@ -237,20 +237,17 @@ class PythonRoutes:
         return out
 
     def _route(self, raw: _RawRoute, path: str, where: str, auth: list[tuple[str, str]]) -> Route:
-        guarded = route_auth(auth, where, path, raw.func.name, raw.mod.source_of(raw.func))
         params, fields = self._data(raw, path)
-        return Route(
+        return guarded_route(
             method=raw.method,
             path=path,
-            evidence=where,
+            where=where,
             framework=raw.framework,
             handler=raw.func.name,
-            auth=guarded.kinds,
-            auth_evidence=guarded.evidence,
+            handler_text=raw.mod.source_of(raw.func),
+            auth=auth,
             parameters=params,
             fields=fields,
-            webhook_reason=guarded.webhook_reason,
-            signature_verified=guarded.signature_verified,
         )
 
     def _data(self, raw: _RawRoute, path: str) -> tuple[list[Parameter], list[SchemaField]]:
