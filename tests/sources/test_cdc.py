@@ -11,10 +11,12 @@ from datetime import timedelta
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
 
 from telecrm.bootstrap import Runtime
 from telecrm.simulate.to_postgres import PlatformDatabase
 from telecrm.sources.cdc import LogicalCapture
+from telecrm.sources.config import SourceConfig
 from telecrm.sources.platform_db import platform_engine
 from telecrm.sources.reader import SourceReader
 from tests.sources.conftest import SMALL_WORLD, example_source, first_patient, sql
@@ -46,14 +48,20 @@ def logical_platform(logical_server: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_changes_arrive_through_the_slot_exactly_once(
-    logical_platform: str, runtime: Runtime
-) -> None:
-    world = PlatformDatabase(logical_platform, SMALL_WORLD, batch=300)
+def month_one(url: str) -> tuple[PlatformDatabase, SourceConfig, Engine]:
+    """The small world's first month written to the logical-replication cluster, the example
+    source, and an engine on it."""
+    world = PlatformDatabase(url, SMALL_WORLD, batch=300)
     world.create()
     world.advance(SMALL_WORLD.start_at + timedelta(days=30))
     source = example_source()
-    engine = platform_engine(source, {source.url_env: logical_platform})
+    return world, source, platform_engine(source, {source.url_env: url})
+
+
+def test_changes_arrive_through_the_slot_exactly_once(
+    logical_platform: str, runtime: Runtime
+) -> None:
+    world, source, engine = month_one(logical_platform)
     reader = SourceReader(
         source, engine, runtime.engine, runtime.intake(), runtime.blind_index(), runtime.clock
     )
@@ -95,11 +103,7 @@ def test_changes_arrive_through_the_slot_exactly_once(
 def test_a_crash_before_the_slot_advances_replays_nothing_twice(
     logical_platform: str, runtime: Runtime
 ) -> None:
-    world = PlatformDatabase(logical_platform, SMALL_WORLD, batch=300)
-    world.create()
-    world.advance(SMALL_WORLD.start_at + timedelta(days=30))
-    source = example_source()
-    engine = platform_engine(source, {source.url_env: logical_platform})
+    world, source, engine = month_one(logical_platform)
 
     def reader(**kwargs: object) -> SourceReader:
         return SourceReader(
