@@ -5,6 +5,8 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from telecrm.domain.identity import InvalidIdentity, clean_name, normalise_email, normalise_phone
 
@@ -109,3 +111,28 @@ def test_empty_and_overlong_names_are_refused():
         with pytest.raises(InvalidIdentity):
             clean_name(raw)
     assert clean_name("x" * 100) == "x" * 100
+
+
+_REFUSED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _reference_clean_name(raw: str, max_length: int = 100) -> str | None:
+    """The rule spelled out character by character (None: refused), for ASCII input."""
+    value = unicodedata.normalize("NFC", raw).strip()
+    if not value or len(value) > max_length:
+        return None
+    if any(unicodedata.category(ch) in _REFUSED for ch in value):
+        return None
+    return value
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=120))
+def test_ascii_names_take_the_fast_path_with_the_same_outcome(raw: str) -> None:
+    """Printable ASCII skips the per-character check; whatever ASCII comes in, the outcome is
+    the one the full rule gives (control characters inside, blanks, length)."""
+    expected = _reference_clean_name(raw)
+    if expected is None:
+        with pytest.raises(InvalidIdentity):
+            clean_name(raw)
+    else:
+        assert clean_name(raw) == expected

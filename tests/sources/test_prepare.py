@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from sqlalchemy import func, select
 
 from telecrm.bootstrap import Runtime
+from telecrm.ingest.line_parser import ParsedEvent
 from telecrm.ingest.tables import events
 from telecrm.simulate.to_postgres import PlatformDatabase
-from telecrm.sources.prepare import prepare_row, reconcile
+from telecrm.sources.changes import digest_key
+from telecrm.sources.prepare import (
+    PAGES_AHEAD,
+    _Helper,
+    from_wire,
+    helper_setup,
+    prepare_row,
+    reconcile,
+    to_wire,
+)
 from tests.sources.conftest import ReaderFactory, example_source, move_first_patient, sql
 
 
@@ -84,3 +96,60 @@ def test_the_helper_starts_by_itself_only_for_large_first_reads(
     assert started == []
     assert reader.run(full=True).events == 0  # a full scan over the (lowered) threshold
     assert len(started) == 1
+
+
+def test_prepared_rows_cross_the_pipe_unchanged(
+    world: PlatformDatabase, make_reader: ReaderFactory, runtime: Runtime
+) -> None:
+    """The helper sends plain tuples; the reader gets back the same rows, snapshots and events
+    (in the stored form), whether the helper made stored-form events or parsed ones."""
+    reader = make_reader(example_source(page_size=30))
+    now = runtime.clock.now()
+    for name in ("patients", "orders"):
+        model = reader.source.model(name)
+        changes = reader.row_changes(model)
+        rows = next(iter(reader.pages.walk(model, None, full=True)))
+        for stored_form in (True, False):
+            prepared = [prepare_row(changes, r, None, now, stored_form=stored_form) for r in rows]
+            sent = pickle.dumps([to_wire(p) for p in prepared])
+            back = [from_wire(t) for t in pickle.loads(sent)]  # noqa: S301 (our own bytes)
+            assert len(back) == len(prepared) > 0
+            for p, b in zip(prepared, back, strict=True):
+                assert (b.key, b.row, b.before, b.snapshot) == (p.key, p.row, p.before, p.snapshot)
+                assert (b.rejected, b.deferred) == (p.rejected, p.deferred)
+                want = [e if isinstance(e, ParsedEvent) else ParsedEvent.of(e) for e in p.events]  # type: ignore[arg-type]
+                assert b.events == want and want
+    # A snapshot from before goes across too (an update, not a first read).
+    reader.run(parallel=False)
+    model = reader.source.model("patients")
+    rows = next(iter(reader.pages.walk(model, None, full=True)))
+    before = reader.checkpoints.snapshots(model, [r[model.primary_key] for r in rows])
+    p = prepare_row(reader.row_changes(model), rows[0], before[rows[0][model.primary_key]], now)
+    assert p.before is not None and from_wire(to_wire(p)).before == p.before
+
+
+def test_a_page_asked_for_past_the_end_of_a_walk_is_none_not_a_new_walk(
+    world: PlatformDatabase, platform_url: str, make_reader: ReaderFactory, runtime: Runtime
+) -> None:
+    """The reader keeps PAGES_AHEAD pages asked for; those asked past the end must not start
+    the walk over (that would read the model again from its first page)."""
+    reader = make_reader(example_source(page_size=5))
+    source = reader.source
+    keys = {m.name: digest_key(runtime.blind_index(), source.name, m.name) for m in source.models}
+    from telecrm.sources.platform_db import platform_engine
+
+    setup = helper_setup(
+        source, platform_engine(source, {source.url_env: platform_url}), runtime.engine, keys
+    )
+    assert setup is not None
+    helper = _Helper(setup)
+    now = runtime.clock.now()
+    pages = 0
+    while helper.next_page(1, "patients", None, False, now, False) is not None:
+        pages += 1
+    assert pages > 1
+    assert PAGES_AHEAD >= 2
+    for _ in range(PAGES_AHEAD):
+        assert helper.next_page(1, "patients", None, False, now, False) is None
+    # Another walk of the same model is a walk of its own, from its first page.
+    assert helper.next_page(2, "patients", None, False, now, False)

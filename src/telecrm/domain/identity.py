@@ -79,6 +79,16 @@ def _joins_letters(value: str, i: int) -> bool:
 
 def clean_name(raw: str, *, max_length: int = 100) -> str:
     """Unicode names are welcome (NFC-normalised); control and format characters are not."""
+    if raw.isascii():
+        # Most names: printable ASCII is NFC already and holds no refused character, so the
+        # per-character check below can only pass (tested against it).
+        value = raw.strip()
+        if value.isprintable():
+            if not value:
+                raise InvalidIdentity("must not be empty")
+            if len(value) > max_length:
+                raise InvalidIdentity(f"longer than {max_length} characters")
+            return value
     value = unicodedata.normalize("NFC", raw).strip()
     if not value:
         raise InvalidIdentity("must not be empty")

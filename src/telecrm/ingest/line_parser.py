@@ -48,6 +48,20 @@ class ParsedEvent:
     def patient_key(self) -> str:
         return self.patient_id if self.patient_id is not None else f"anon:{self.anonymous_id}"
 
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The fields in order (`ParsedEvent(*t)` is the same event), for a cheap pickle."""
+        return (
+            self.id,
+            self.type,
+            self.version,
+            self.occurred_us,
+            self.patient_id,
+            self.anonymous_id,
+            self.payload,
+            self.keys,
+            self.fact_key,
+        )
+
     def log_record(self) -> tuple[bytes, tuple[str, ...], str | None]:
         return self.payload, self.keys, self.fact_key
 

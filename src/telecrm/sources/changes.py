@@ -80,6 +80,18 @@ class Snapshot:
     def columns_json(self) -> str:
         return orjson.dumps(dict(self.columns), option=orjson.OPT_SORT_KEYS).decode()
 
+    def as_tuple(self) -> tuple[str, str | None, int, str | None, Mapping[str, str], bool]:
+        """The fields in order (`Snapshot(*t)` is the same snapshot): the helper process sends
+        snapshots so, a plain tuple being far cheaper to pickle than a frozen dataclass."""
+        return (
+            self.row_key,
+            self.patient_id,
+            self.generation,
+            self.row_digest,
+            self.columns,
+            self.deleted,
+        )
+
 
 DIGEST_SCHEME = "b2:"  # row digests of this scheme start with it; older snapshots are HMAC ones
 
@@ -110,7 +122,8 @@ class RowDigester:
 
     def row(self, row: Mapping[str, Any]) -> str:
         h = self._row.copy()
-        h.update(orjson.dumps([canonical(row.get(c)) for c in self._columns]))
+        values = map(row.get, self._columns)
+        h.update(orjson.dumps([v if type(v) is str else canonical(v) for v in values]))
         return DIGEST_SCHEME + h.hexdigest()
 
     def column(self, column: str, value: Any) -> str:
@@ -119,7 +132,13 @@ class RowDigester:
         return h.hexdigest()
 
     def columns(self, row: Mapping[str, Any]) -> dict[str, str]:
-        return {c: self.column(c, row.get(c)) for c in self._col}
+        out: dict[str, str] = {}
+        for c, keyed in self._col.items():
+            v = row.get(c)
+            h = keyed.copy()
+            h.update((v if type(v) is str else canonical(v)).encode())
+            out[c] = h.hexdigest()
+        return out
 
 
 class LegacyDigester(RowDigester):
@@ -139,6 +158,9 @@ class LegacyDigester(RowDigester):
 
     def column(self, column: str, value: Any) -> str:
         return self._index.of(self._col_label[column], "v:" + canonical(value))[:COLUMN_DIGEST_HEX]
+
+    def columns(self, row: Mapping[str, Any]) -> dict[str, str]:
+        return {c: self.column(c, row.get(c)) for c in self._col}
 
 
 def is_legacy(snapshot: Snapshot | None) -> bool:

@@ -121,7 +121,9 @@ class ModelPages:
         for attempt in (1, 2):
             try:
                 with read_only(self._platform, self.source.statement_timeout_seconds) as conn:
-                    return [dict(r._mapping) for r in conn.execute(statement, params)]
+                    result = conn.execute(statement, params)
+                    names = tuple(result.keys())
+                    return [dict(zip(names, r, strict=True)) for r in result]
             except DBAPIError as exc:
                 if attempt == 1 and exc.connection_invalidated:
                     continue
