@@ -1,10 +1,10 @@
-"""Rows into prepared rows (digests, events), here or in a helper process a page ahead.
+"""Rows into prepared rows (digests, events), here or in a helper process pages ahead.
 
 Preparing a row is pure work: its digests, the events its change means (changes.py), those
 events parsed and checked. Storing is the reader's: one transaction per page with the snapshots
 and the checkpoint. On a large read (an initial load, a full scan) a helper process prepares the
-next page while the reader stores this one, so the two halves use both cores, as `telecrm import`
-does with parsing.
+next pages (PAGES_AHEAD) while the reader stores this one, so the two halves use both cores, as
+`telecrm import` does with parsing. What comes back is plain tuples (`to_wire`), cheap to pickle.
 
 The helper compares each row with the snapshot it read a moment ago, which the reader may not
 have committed yet; so the reader reads the page's snapshots again in its own order and prepares
