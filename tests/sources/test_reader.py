@@ -111,7 +111,8 @@ def test_a_crash_between_read_and_commit_loses_nothing_and_stores_nothing_twice(
     with pytest.raises(RuntimeError, match="killed"):
         make_reader(small_pages, after_read=crash_on_third_page_of_patients).run(parallel=parallel)
     partial = stored_types(runtime)
-    assert partial["patient.registered"] == 14  # two pages of seven landed, the third did not
+    # Pages of a long read double: the pages of 7 and 14 landed, the third (28) did not.
+    assert partial["patient.registered"] == 7 + 14
     assert partial["consultation.submitted"] == 0
     rerun = make_reader(small_pages).run(parallel=parallel)
     assert stored_types(runtime) == expected_types(platform_url)
@@ -479,3 +480,29 @@ def test_a_connection_killed_while_its_query_runs_is_read_again_once(
     assert not report.stopped
     assert stored_types(runtime) == expected_types(platform_url)
     assert sum(m.duplicates for m in report.models) == 0
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["by-cursor", "by-key"])
+def test_pages_of_a_long_read_double_up_to_the_cap_and_read_every_row_once(
+    world: PlatformDatabase,
+    platform_url: str,
+    make_reader: ReaderFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    full: bool,
+) -> None:
+    """Fewer, larger commits on a long read: pages start at page_size and double up to
+    GROWN_PAGE_ROWS; the keyset boundaries between pages of different sizes lose no row and
+    repeat none."""
+    from telecrm.sources import pages as pages_module
+
+    monkeypatch.setattr(pages_module, "GROWN_PAGE_ROWS", 10)
+    reader = make_reader(example_source(page_size=3))
+    model = reader.source.model("patients")
+    sizes, keys = [], []
+    for page in reader.pages.walk(model, None, full=full):
+        sizes.append(len(page))
+        keys += [r[model.primary_key] for r in page]
+    (total,) = sql(platform_url, "SELECT count(*) FROM patients")[0]
+    assert len(keys) == len(set(keys)) == total > 20
+    assert sizes[:3] == [3, 6, 10]
+    assert all(s <= 10 for s in sizes)
