@@ -132,13 +132,7 @@ class RowDigester:
         return h.hexdigest()
 
     def columns(self, row: Mapping[str, Any]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for c, keyed in self._col.items():
-            v = row.get(c)
-            h = keyed.copy()
-            h.update((v if type(v) is str else canonical(v)).encode())
-            out[c] = h.hexdigest()
-        return out
+        return {c: self.column(c, row.get(c)) for c in self._col}
 
 
 class LegacyDigester(RowDigester):
@@ -158,9 +152,6 @@ class LegacyDigester(RowDigester):
 
     def column(self, column: str, value: Any) -> str:
         return self._index.of(self._col_label[column], "v:" + canonical(value))[:COLUMN_DIGEST_HEX]
-
-    def columns(self, row: Mapping[str, Any]) -> dict[str, str]:
-        return {c: self.column(c, row.get(c)) for c in self._col}
 
 
 def is_legacy(snapshot: Snapshot | None) -> bool:

@@ -166,7 +166,8 @@ class _Helper:
             if m.name in setup.digest_keys
         }
         self.walks: dict[int, Iterator[list[dict[str, Any]]]] = {}
-        # Walks that ended: a page asked for ahead of the end is None, not a new walk.
+        # Walks that ended (an id each, for the helper's one run): a page asked for ahead of the
+        # end is None, not a new walk.
         self.finished: set[int] = set()
 
     def next_page(
@@ -236,11 +237,6 @@ def _end_walk(walk_id: int) -> None:
     _helper.finished.add(walk_id)
 
 
-def _forget_walk(walk_id: int) -> None:
-    assert _helper is not None
-    _helper.finished.discard(walk_id)
-
-
 class PagePreparer:
     """The reader's side of the helper: pages of prepared rows, the next one always in work."""
 
@@ -282,8 +278,6 @@ class PagePreparer:
                 future.cancel()
             if not finished:
                 self._pool.submit(_end_walk, walk_id)
-            else:
-                self._pool.submit(_forget_walk, walk_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
