@@ -3,9 +3,10 @@ scoring compute at 1,000,000 patients. Prints JSON.
 
 1. Through the store, --db-patients (100,000): the simulator's events streamed into a fresh
    SQLite database through the intake (chunks of 2,000) and folded by the projection worker
-   (set-up: timed, reported apart). Then `ScoreRun.run` (each phase, patients/s), the projection
-   of the `analytics.scored` events it wrote, a second `ScoreRun.run` at the same instant (writes
-   nothing), and the lifecycle sweep. Peak RSS of the set-up, and of the scoring alone (the
+   (set-up: timed, reported apart). Then `ScoreRun.run` (each phase, patients/s; it writes the
+   changed scores to `profile_scores` and marks them for --destinations), the projection of the
+   `analytics.scored` events it wrote for at-risk crossings, a second `ScoreRun.run` at the same
+   instant (writes nothing), and the lifecycle sweep. Peak RSS of the set-up, and of the scoring alone (the
    kernel's high-water mark is reset before `ScoreRun.run`).
 2. Model training on that log (the event log `from_store` reads): `population_scores`, its parts
    timed (lifetime value fit / predict, churn features, churn training / prediction); and again
@@ -189,6 +190,7 @@ def store_part(args: argparse.Namespace) -> dict[str, Any]:
             master_key=SecretStr(generate_master_key()),
             webhook_secrets=[SecretStr("whsec_" + "b" * 40)],
             embedded_worker=False,
+            destinations=args.destinations,
         )
         clock = FrozenClock(now)
         rt = bootstrap(settings, clock=clock)
@@ -230,7 +232,15 @@ def store_part(args: argparse.Namespace) -> dict[str, Any]:
         # Measured: the scoring run.
         reset = _reset_peak()
         rss_before = _status("VmRSS")
-        run = ScoreRun(rt.engine, rt.cipher(), intake, config, churn_risk_cutoff=0.7, actor="bench")
+        run = ScoreRun(
+            rt.engine,
+            rt.cipher(),
+            intake,
+            config,
+            churn_risk_cutoff=0.7,
+            actor="bench",
+            on_written=rt.profiles_written,  # marks the changed patients for --destinations
+        )
         started = time.perf_counter()
         with model_parts() as spent:
             report = run.run(now, chunk=args.chunk)
@@ -241,6 +251,8 @@ def store_part(args: argparse.Namespace) -> dict[str, Any]:
         out["score_run"] = {
             "patients": report.patients,
             "written": report.written,
+            "stage_events": report.stage_events,
+            "destinations_marked": list(settings.destinations),
             "chunk": args.chunk,
             "seconds": phases,
             "other_seconds": round(wall - sum(report.seconds.values()), 2),
@@ -575,6 +587,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5000, help="ScoreRun patients per chunk")
     parser.add_argument("--naive", type=int, default=2000, help="patients for the baseline")
     parser.add_argument("--sweep-days", type=int, default=30, help="the later sweep's delay")
+    parser.add_argument(
+        "--destinations",
+        nargs="*",
+        default=["hubspot"],
+        help="CRMs the run marks changed patients for (TELECRM_DESTINATIONS)",
+    )
     parser.add_argument("--skip-1m", action="store_true", help="skip the in-memory part")
     parser.add_argument("--skip-db", action="store_true", help="skip the store part")
     parser.add_argument("--part", choices=("all", "memory"), default="all", help=argparse.SUPPRESS)

@@ -106,7 +106,8 @@ class Runtime:
             for m in self.mappings()
         ]
 
-    def _mark_dirty(self, conn: Connection, patient_keys: list[str], now_us: int) -> None:
+    def profiles_written(self, conn: Connection, patient_keys: list[str], now_us: int) -> None:
+        """Marks changed patients for every destination, in the caller's transaction."""
         names = [m.destination for m in self.mappings()]
         if names:
             mark_dirty(conn, names, patient_keys, now_us)
@@ -176,7 +177,7 @@ class Runtime:
             self.clock,
             self.settings.thresholds,
             publish=self.bus.publish,
-            on_written=self._mark_dirty,
+            on_written=self.profiles_written,
             on_triggers=self._enqueue_triggers,
             on_activity=self._record_activity if self._journeys_on() else None,
         )
@@ -187,7 +188,7 @@ class Runtime:
             self.clock,
             self.settings.thresholds,
             publish=self.bus.publish,
-            on_written=self._mark_dirty,
+            on_written=self.profiles_written,
             on_activity=self._record_activity if self._journeys_on() else None,
         )
 

@@ -1,6 +1,7 @@
-"""`telecrm analytics run`: every live patient scored, the changed scores stored as events, folded
-onto profiles (churn risk moving customers to at_risk), sent as CRM fields, and reproduced by a
-rebuild of the projection. Both databases."""
+"""`telecrm analytics run`: every live patient scored, the changed scores stored beside the
+profiles in bulk and read with them (sent as CRM fields, exported), churn risk crossing the
+cutoff stored as events that move customers into and out of at_risk, and a rebuild of the
+projection giving the same profiles and stages. Both databases."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import orjson
 import pytest
 import typer
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
 from telecrm.analytics import run_commands
@@ -23,13 +24,15 @@ from telecrm.domain.events import parse_event
 from telecrm.domain.fields import FIELDS
 from telecrm.domain.lifecycle import Stage
 from telecrm.ingest.tables import events
-from telecrm.profiles.codec import decode
+from telecrm.profiles.codec import ProfilesWritten, decode
 from telecrm.profiles.rebuild import projection_digest, rebuild_projection
-from telecrm.profiles.tables import profiles, stage_transitions
+from telecrm.profiles.tables import profile_rows, profile_scores, profiles, stage_transitions
 from telecrm.security.audit import audit_rows
+from telecrm.security.erasure import request_erasure
 from telecrm.simulate import Simulation, SimulationConfig
 from telecrm.sync.mapping import load_mapping
-from telecrm.sync.planner import desired_records
+from telecrm.sync.planner import desired_records, mark_dirty
+from telecrm.sync.tables import sync_dirty
 from tests.analytics.clv_population import BUYERS
 from tests.support.builders import customer_journey, registration
 
@@ -54,9 +57,14 @@ def ingest(runtime: Runtime, clock: FrozenClock, wire: list[dict[str, object]]) 
     runtime.worker().drain(1000)
 
 
-def score_run(runtime: Runtime) -> ScoreRun:
+def score_run(runtime: Runtime, on_written: ProfilesWritten | None = None) -> ScoreRun:
     return ScoreRun(
-        runtime.engine, runtime.cipher(), runtime.intake(), CONFIG, churn_risk_cutoff=CUTOFF
+        runtime.engine,
+        runtime.cipher(),
+        runtime.intake(),
+        CONFIG,
+        churn_risk_cutoff=CUTOFF,
+        on_written=on_written,
     )
 
 
@@ -64,7 +72,7 @@ def stored_profiles(runtime: Runtime) -> dict[str, tuple]:
     """The live patients' profiles (not erased, not an anonymous visitor merged into one)."""
     with runtime.engine.connect() as conn:
         rows = conn.execute(
-            select(profiles).where(
+            profile_rows().where(
                 profiles.c.patient_id.is_not(None),
                 profiles.c.merged_into.is_(None),
                 profiles.c.deleted.is_(False),
@@ -79,8 +87,7 @@ def test_a_run_stores_every_patient_s_scores_on_the_profile(
     ingest(runtime, clock, simulated)
     report = score_run(runtime).run(clock.now(), chunk=150)
     assert not report.notes, report.notes  # enough history: both models fitted
-    runtime.worker().drain(1000)
-    live = stored_profiles(runtime)
+    live = stored_profiles(runtime)  # no projection needed: the scores are read with the rows
     assert report.patients == len(live) and report.written == len(live)
     # What the profile holds is what the scorer computes, rounded as a CRM shows it.
     keys = sorted(live)[:50]
@@ -99,9 +106,18 @@ def test_a_run_stores_every_patient_s_scores_on_the_profile(
             assert value is None or math.isfinite(value)
         if p.facts.first_order_at is None:
             assert p.facts.churn_risk is None  # a lead has nothing to churn from
-    # A churn risk at or over the cutoff makes an active customer at_risk.
-    risky = [p for _, p in live.values() if (p.facts.churn_risk or 0) >= CUTOFF]
-    assert risky and all(p.stage in (Stage.AT_RISK, Stage.CHURNED) for p in risky)
+    # Only the customers at or over the cutoff went through the log, one event each ...
+    risky = {k for k, (_, p) in live.items() if (p.facts.churn_risk or 0) >= CUTOFF}
+    assert risky and report.stage_events == len(risky) == report.at_risk
+    with runtime.engine.connect() as conn:
+        logged = conn.execute(
+            select(events.c.patient_key).where(events.c.type == "analytics.scored")
+        ).scalars()
+        assert set(logged) == risky
+    # ... and folding them makes those active customers at_risk.
+    runtime.worker().drain(1000)
+    live = stored_profiles(runtime)
+    assert all(live[k][1].stage in (Stage.AT_RISK, Stage.CHURNED) for k in risky)
     with runtime.engine.connect() as conn:
         reasons = conn.execute(
             select(stage_transitions.c.reason).where(stage_transitions.c.to_stage == "at_risk")
@@ -109,21 +125,69 @@ def test_a_run_stores_every_patient_s_scores_on_the_profile(
         assert any(r.startswith("churn risk") for r in reasons)
 
 
+def test_the_changed_patients_are_marked_for_the_sync_in_the_run_s_transaction(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    ingest(runtime, clock, simulated)
+    with runtime.engine.begin() as conn:
+        conn.execute(delete(sync_dirty))
+    run = score_run(runtime, lambda conn, keys, us: mark_dirty(conn, ["hubspot"], keys, us))
+    report = run.run(clock.now())
+    with runtime.engine.connect() as conn:
+        dirty = set(conn.execute(select(sync_dirty.c.patient_key)).scalars())
+    assert dirty == set(stored_profiles(runtime)) and len(dirty) == report.written
+    with runtime.engine.begin() as conn:
+        conn.execute(delete(sync_dirty))
+    assert run.run(clock.now()).written == 0  # nothing changed: nobody marked again
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(sync_dirty.c.patient_key)).first() is None
+
+
+def test_a_churn_risk_falling_under_the_cutoff_is_logged_too(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    ingest(runtime, clock, simulated)
+    run = score_run(runtime)
+    run.run(clock.now())
+    runtime.worker().drain(1000)
+    calm = next(
+        k for k, (_, p) in stored_profiles(runtime).items() if (p.facts.churn_risk or 1) < 0.3
+    )
+    # As if an earlier run had found this customer at risk (and logged it).
+    with runtime.engine.begin() as conn:
+        raw = conn.execute(
+            select(profile_scores.c.scores).where(profile_scores.c.patient_key == calm)
+        ).scalar_one()
+        conn.execute(
+            update(profile_scores)
+            .where(profile_scores.c.patient_key == calm)
+            .values(scores=orjson.dumps({**orjson.loads(raw), "churn_risk": 0.99}).decode())
+        )
+    again = run.run(clock.now())
+    assert (again.written, again.stage_events) == (1, 1)
+    with runtime.engine.connect() as conn:
+        logged = conn.execute(
+            select(events.c.patient_key).where(events.c.type == "analytics.scored")
+        ).scalars()
+        assert calm in set(logged)
+
+
 def test_adherence_is_sealed_on_the_profile_and_reaches_only_a_baa_crm(
     runtime: Runtime, clock: FrozenClock, simulated: list
 ) -> None:
     ingest(runtime, clock, simulated)
     score_run(runtime).run(clock.now())
-    runtime.worker().drain(1000)
     assert FIELDS["adherence_pdc"].is_phi and FIELDS["adherence_pdc"].encrypted
     measured = [
         (row, p) for row, p in stored_profiles(runtime).values() if "adherence_pdc" in p.values
     ]
     assert measured
     row, p = measured[0]
-    assert "adherence_pdc" not in orjson.loads(row.attributes)["values"]
-    assert "adherence_pdc" in orjson.loads(row.sealed)
-    assert 0 <= p.values["adherence_pdc"] <= 1
+    assert 0 < p.values["adherence_pdc"] <= 1
+    stored = orjson.loads(row.scores)
+    token = stored["adherence_pdc"]
+    assert isinstance(token, str) and str(p.values["adherence_pdc"]) not in token  # sealed
+    assert stored["lead_score"] == p.facts.lead_score  # the clear numbers stay readable
     by_crm = {
         name: {r.object: r for r in desired_records(p, load_mapping(name))}
         for name in ("hubspot", "dynamics", "dynamics-baa")
@@ -137,26 +201,54 @@ def test_adherence_is_sealed_on_the_profile_and_reaches_only_a_baa_crm(
     assert "adherence_pdc" in baa.fields  # recorded as a PHI disclosure when sent
 
 
-def test_a_second_run_writes_only_what_changed_and_a_rebuild_reproduces_the_scores(
+def test_an_erasure_deletes_the_patient_s_scores(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    ingest(runtime, clock, simulated)
+    score_run(runtime).run(clock.now())
+    key = sorted(stored_profiles(runtime))[0]
+    request_erasure(
+        runtime.engine,
+        runtime.intake(),
+        runtime.blind_index(),
+        key,
+        cipher=runtime.cipher(),
+        reason="test",
+        actor="test",
+        now=clock.now(),
+    )
+    with runtime.engine.connect() as conn:
+        left = conn.execute(
+            select(profile_scores.c.patient_key).where(profile_scores.c.patient_key == key)
+        ).first()
+    assert left is None
+
+
+def test_a_second_run_writes_only_what_changed_and_a_rebuild_keeps_scores_and_stages(
     runtime: Runtime, clock: FrozenClock, simulated: list
 ) -> None:
     ingest(runtime, clock, simulated)
     run = score_run(runtime)
     first = run.run(clock.now())
-    repeated = run.run(clock.now())  # before the projection: the same events, stored once
-    assert repeated.written == 0 and first.written == first.patients
+    repeated = run.run(clock.now())  # the same numbers: nothing written, no event twice
+    assert repeated.written == repeated.stage_events == 0 and first.written == first.patients
     runtime.worker().drain(1000)
     again = run.run(clock.now())
     assert again.written == 0 and again.unchanged == first.patients
-    # Comparing needs the sealed adherence the profiles now hold: that read is audited.
+    # Comparing needs the sealed adherence the scores hold: that read is audited, and so is
+    # each chunk's write.
     measured = [k for k, (_, p) in stored_profiles(runtime).items() if "adherence_pdc" in p.values]
     with runtime.engine.connect() as conn:
         reads = audit_rows(conn, record_id=measured[0], limit=50)
     assert any("adherence_pdc" in e["fields"] and e["action"] == "read" for e in reads)
+    assert any(e["action"] == "write" and e["record_type"] == "profile_scores" for e in reads), (
+        reads
+    )
     clock.advance(timedelta(days=7))  # lead points decay, so some scores move
     later = run.run(clock.now())
     assert 0 < later.written < later.patients + 1
     runtime.worker().drain(1000)
+    runtime.sweep().run()  # the week's time-based stage moves: the sweep's job, not the run's
     before = projection_digest(runtime.engine, runtime.cipher())
     rebuild_projection(runtime.engine, runtime.worker(), clock)
     assert projection_digest(runtime.engine, runtime.cipher()) == before
@@ -169,10 +261,9 @@ def test_with_too_little_history_the_model_scores_stay_empty_with_a_reason(
     wire = [registration("lead_1", start), *customer_journey("cus_1", start)]
     ingest(runtime, clock, wire)
     report = score_run(runtime).run(clock.now())
-    assert report.patients == 2 and report.written == 2
+    assert report.patients == 2 and report.written == 2 and report.stage_events == 0
     assert any("lifetime value" in n for n in report.notes)
     assert any("churn model" in n for n in report.notes)
-    runtime.worker().drain(1000)
     for _, p in stored_profiles(runtime).values():
         assert p.facts.churn_risk is None and p.facts.predicted_ltv is None
         assert p.facts.lead_score is not None and math.isfinite(p.facts.lead_score)
@@ -196,11 +287,13 @@ def test_the_run_command_prints_the_headline_and_updates_profiles(
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "patients scored" in out and "at or over the at-risk cutoff" in out
-    assert "profiles updated" in out
+    live = stored_profiles(runtime)
+    assert f"profiles updated: {len(live):,} patients' scores stored" in out
     with runtime.engine.connect() as conn:
-        kinds = conn.execute(select(events.c.type).where(events.c.source == "analytics"))
-        assert set(kinds.scalars()) == {"analytics.scored"}
-    assert all(p.facts.scored_at for _, p in stored_profiles(runtime).values())
+        kinds = list(conn.execute(select(events.c.type).where(events.c.source == "analytics")))
+    assert {k for (k,) in kinds} == {"analytics.scored"}
+    assert f"stages: {len(kinds):,} events folded" in out
+    assert all(p.facts.scored_at for _, p in live.values())
 
 
 def test_folding_score_events_decrypts_only_adherence_and_keeps_every_other_value(
@@ -210,7 +303,7 @@ def test_folding_score_events_decrypts_only_adherence_and_keeps_every_other_valu
 
     ingest(runtime, clock, simulated)
     before = stored_profiles(runtime)
-    score_run(runtime).run(clock.now())
+    report = score_run(runtime).run(clock.now())
     opened: list[str] = []
     real = FieldCipher.decrypt_json
 
@@ -221,7 +314,7 @@ def test_folding_score_events_decrypts_only_adherence_and_keeps_every_other_valu
     monkeypatch.setattr(FieldCipher, "decrypt_json", counting)
     folded = runtime.worker().drain(1000)
     monkeypatch.undo()
-    assert folded.events == len(before)  # one score event per live patient
+    assert folded.events == report.stage_events > 0  # one event per at-risk crossing
     assert set(opened) <= {"adherence_pdc"}  # the fast path: nothing else was decrypted
     after = stored_profiles(runtime)
     assert after.keys() == before.keys()

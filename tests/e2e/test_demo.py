@@ -34,7 +34,7 @@ def test_the_demo_runs_end_to_end_and_checks_itself(
     assert "lost in transit" in out and "were already known" in out
     assert "audit chain: intact" in out
     assert "scores stored on profiles" in out and "patients scored" in out  # analytics run
-    assert "analytics.scored events folded" in out
+    assert "scores stored beside their profiles" in out and "at-risk crossings folded" in out
     assert "CRM sync (sandboxes" in out and out.count("│ ok") == 4  # all four CRMs agree
     # Messaging: today's events reach both providers, and the PHI canary stays out of them.
     assert "messages by status" in out and "engagement (share of sent)" in out

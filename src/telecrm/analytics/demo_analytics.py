@@ -37,9 +37,10 @@ def demo_analytics(
     for note in report.notes:
         console.print(f"[yellow]{note}[/]")
     console.print(
-        f"{folded.events:,} analytics.scored events folded; "
-        f"{folded.transitions:,} stage moves (churn risk >= {rt.settings.churn_risk_cutoff} "
-        "makes a customer at_risk); the CRM score fields sync from here"
+        f"{report.written:,} patients' scores stored beside their profiles; "
+        f"{folded.events:,} at-risk crossings folded, {folded.transitions:,} stage moves "
+        f"(churn risk >= {rt.settings.churn_risk_cutoff} makes a customer at_risk); "
+        "the CRM score fields sync from here"
     )
     out: dict[str, Any] = {"patients": report.patients, "written": report.written}
     out["auc"] = _churn_evaluation(console, log, ea.to_days(now))

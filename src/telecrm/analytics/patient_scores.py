@@ -25,7 +25,8 @@ from telecrm.analytics.lead_score import LeadPoints, LeadScore, lead_points
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
 from telecrm.ingest.tables import events
-from telecrm.profiles.tables import profiles
+from telecrm.profiles.codec import SCORED_FACTS, SCORED_PHI
+from telecrm.profiles.tables import profile_scores, profiles
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
 
@@ -76,9 +77,19 @@ class ProfilesRead:
 def read_profiles(
     conn: Connection, cipher: FieldCipher, keys: Sequence[str], sealed_wanted: frozenset[str]
 ) -> ProfilesRead:
-    query = select(
-        profiles.c.patient_key, profiles.c.patient_id, profiles.c.attributes, profiles.c.sealed
-    ).where(profiles.c.patient_key.in_(bindparam("keys", expanding=True)))
+    query = (
+        select(
+            profiles.c.patient_key,
+            profiles.c.patient_id,
+            profiles.c.attributes,
+            profiles.c.sealed,
+            profile_scores.c.scores,
+        )
+        .outerjoin_from(
+            profiles, profile_scores, profiles.c.patient_key == profile_scores.c.patient_key
+        )
+        .where(profiles.c.patient_key.in_(bindparam("keys", expanding=True)))
+    )
     values: dict[str, dict[str, Any]] = {}
     facts: dict[str, dict[str, Any]] = {}
     ids: dict[str, str | None] = {}
@@ -87,14 +98,22 @@ def read_profiles(
         for row in conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])}):
             attributes = orjson.loads(row.attributes)
             held = dict(attributes.get("values", {}))
+            held_facts = attributes.get("facts", {})
             sealed = orjson.loads(row.sealed)
+            scores = orjson.loads(row.scores) if row.scores is not None else None
+            if scores is not None:  # the latest run's numbers, over what the fold saw
+                held_facts = {**held_facts, **{n: scores[n] for n in SCORED_FACTS}}
+                held.pop(SCORED_PHI, None)
+                sealed.pop(SCORED_PHI, None)
+                if scores[SCORED_PHI] is not None:
+                    sealed[SCORED_PHI] = scores[SCORED_PHI]
             for name in sealed_wanted & sealed.keys():
                 held[name] = cipher.decrypt_json(
                     sealed[name], record_id=row.patient_key, field=name
                 )
                 read.add(name)
             values[row.patient_key] = held
-            facts[row.patient_key] = attributes.get("facts", {})
+            facts[row.patient_key] = held_facts
             ids[row.patient_key] = row.patient_id
     return ProfilesRead(values, facts, ids, frozenset(read))
 

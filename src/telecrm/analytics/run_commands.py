@@ -1,4 +1,4 @@
-"""CLI: `telecrm analytics run`, every patient scored and the changed scores stored on profiles."""
+"""CLI: `telecrm analytics run`, every patient scored and the changed scores stored beside profiles."""
 
 from __future__ import annotations
 
@@ -21,15 +21,17 @@ def run_command(
     config: Path = typer.Option(None, help="A scoring.yaml to use instead of the built-in one"),
     chunk: int = typer.Option(5_000, min=100, max=50_000, help="Patients per transaction"),
     project: bool = typer.Option(
-        True, help="Fold the new scores into profiles now (else the running service does)"
+        True,
+        help="Fold the stage changes (at-risk crossings) now (else the running service does)",
     ),
 ) -> None:
     """Score every patient: lead, engagement, churn risk, 12-month value, adherence (PDC).
 
     Lifetime value and churn models are fitted on the whole event log first; then patients are
-    scored in chunks, and each patient whose rounded scores changed gets an `analytics.scored`
-    event. Folded into the profile, the scores sync to the CRMs' score fields, and a churn risk
-    at or over TELECRM_CHURN_RISK_CUTOFF moves a customer to at_risk. Prints aggregates only.
+    scored in chunks, and the patients whose rounded scores changed are stored beside their
+    profiles in bulk (adherence sealed) and marked for the CRMs' score fields. A churn risk that
+    crosses TELECRM_CHURN_RISK_CUTOFF also becomes an `analytics.scored` event, which moves the
+    customer into (or out of) at_risk when folded. Prints aggregates only.
 
     Example: telecrm analytics run --chunk 10000
     """
@@ -45,10 +47,11 @@ def run_command(
     console.print(table)
     timing = ", ".join(f"{name} {s:.1f} s" for name, s in report.seconds.items())
     console.print(f"[dim]{timing}[/]")
-    if project and report.written:
-        with console.status("folding the scores into profiles"):
+    console.print(f"profiles updated: {report.written:,} patients' scores stored")
+    if project and report.stage_events:
+        with console.status("folding the at-risk crossings into stages"):
             done = rt.worker().drain()
-        console.print(f"profiles updated: {done.patients:,} patients, {done.events:,} events")
+        console.print(f"stages: {done.events:,} events folded, {done.transitions:,} stage moves")
 
 
 def score_everyone(
@@ -68,6 +71,7 @@ def score_everyone(
         scoring,
         churn_risk_cutoff=rt.settings.churn_risk_cutoff,
         actor=actor,
+        on_written=rt.profiles_written,
     )
     with Progress(
         TextColumn("[bold]{task.description}"),

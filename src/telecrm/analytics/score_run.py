@@ -1,13 +1,18 @@
-"""`telecrm analytics run`: score every patient, and write the scores that changed as events.
+"""`telecrm analytics run`: score every patient, and store the scores that changed beside the profiles.
 
 Two passes. The population models first, fitted on the whole event log: BG/NBD + Gamma-Gamma +
 sBG for the 12-month lifetime value, the calibrated churn model trained on the three latest
 fully observed windows. Then the patients in chunks: lead and engagement scores and PDC from the
-store, rounded as a CRM shows them, compared with what each profile holds, and one
-`analytics.scored` event per patient whose numbers changed, stored through the intake in the
-chunk's transaction. The projection folds them like any event: the scores land on the profile,
-churn risk moves a customer to at_risk, the sync sends the score fields, and a rebuild of the
-projection from the log gives the same profiles.
+store, rounded as a CRM shows them, compared with what each patient holds, and the changed ones
+written in bulk to `profile_scores` (adherence sealed) in the chunk's transaction, which also
+marks them for the sync. Readers that show or send scores lay that row over the folded profile
+(`codec.lay_scores`).
+
+Only a change that moves a stage goes through the event log: when a customer's churn risk
+crosses the at-risk cutoff (either way) the run also stores an `analytics.scored` event, so the
+projection moves the stage, journeys see it, and a rebuild derives the same stage history. A
+score row is derived data, like a report: it is not part of the log, a rebuild keeps it, and an
+erasure or retention deletes it with the profile (docs/analytics.md, "Where the scores live").
 
 A model that cannot be fitted (too little history) leaves its score empty, with the reason in
 the report: never a NaN, never a made-up number.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,8 +43,11 @@ from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
 from telecrm.domain.events import Event, parse_event
 from telecrm.ingest.intake import EventIntake
-from telecrm.profiles.tables import profiles
+from telecrm.profiles.codec import SCORED_PHI, ProfilesWritten
+from telecrm.profiles.tables import profile_scores, profiles
+from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
+from telecrm.store.upsert import upsert_rows_fast
 
 SCORE_FIELDS = ("lead_score", "engagement_score", "churn_risk", "predicted_ltv", "adherence_pdc")
 DIGITS = {
@@ -132,8 +141,10 @@ def scores_of(
 @dataclass
 class RunReport:
     patients: int = 0
-    written: int = 0  # analytics.scored events: patients whose rounded scores changed
+    written: int = 0  # score rows written: patients whose rounded scores changed
     unchanged: int = 0
+    stage_events: int = 0  # analytics.scored events stored: churn risk crossed the cutoff
+    run_id: str = ""
     notes: list[str] = field(default_factory=list)
     customers: int = 0
     at_risk: int = 0  # customers at or over the churn-risk cutoff
@@ -202,9 +213,11 @@ class ScoreRun:
         *,
         churn_risk_cutoff: float,
         actor: str = "analytics",
+        on_written: ProfilesWritten | None = None,
     ) -> None:
         self._engine, self._cipher, self._intake = engine, cipher, intake
         self._config, self._cutoff, self._actor = config, churn_risk_cutoff, actor
+        self._on_written = on_written  # marks the changed patients for the sync
 
     def patient_keys(self) -> list[str]:
         query = (
@@ -225,7 +238,7 @@ class ScoreRun:
         on_progress: Callable[[int, int], None] | None = None,
         log: ea.EventArrays | None = None,
     ) -> RunReport:
-        report = RunReport()
+        report = RunReport(run_id=uuid.uuid4().hex[:16])
         started = time.perf_counter()
         log = log if log is not None else ea.from_store(self._engine, self._cipher)
         report.seconds["read event log"] = time.perf_counter() - started
@@ -241,18 +254,24 @@ class ScoreRun:
         report.seconds["score and write"] = time.perf_counter() - started
         return report
 
+    def _at_risk(self, scores: dict[str, float | None]) -> bool:
+        risk = scores["churn_risk"]
+        return risk is not None and risk >= self._cutoff
+
     def _chunk(
         self, keys: list[str], now: datetime, population: PopulationScores, report: RunReport
     ) -> None:
+        now_us = to_micros(now)
         with self._engine.begin() as conn:
-            wanted = self._config.lead.profile_fields() | {"adherence_pdc"}
+            wanted = self._config.lead.profile_fields() | {SCORED_PHI}
             read = read_profiles(conn, self._cipher, keys, wanted)  # once: scores and held
             batch = score_batch(
                 conn, self._cipher, keys, now, self._config, actor=self._actor, profiles_read=read
             )
             lead = batch.lead.score.tolist()
             held = _held(read)
-            changed: list[Event] = []
+            rows: list[dict[str, Any]] = []
+            crossed: list[Event] = []
             for i, key in enumerate(batch.keys):
                 if key not in held:
                     continue  # erased or merged since the list was read
@@ -261,11 +280,52 @@ class ScoreRun:
                 _count(report, after, self._cutoff)
                 if after == before:
                     report.unchanged += 1
-                else:
-                    changed.append(scored_event(patient_id, key, after, now))
-            if changed:
-                stored = self._intake.store_in(conn, changed, source="analytics", actor=self._actor)
-                report.written += stored.accepted  # not duplicates of an unfolded earlier run
+                    continue
+                rows.append(
+                    {
+                        "patient_key": key,
+                        "scores": self._row(key, after, now_us, report.run_id),
+                        "updated_us": now_us,
+                    }
+                )
+                if self._at_risk(after) != self._at_risk(before):
+                    crossed.append(scored_event(patient_id, key, after, now))
+            if not rows:
+                return
+            upsert_rows_fast(conn, profile_scores, rows, ["patient_key"], ["scores", "updated_us"])
+            written = [r["patient_key"] for r in rows]
+            append_audit(
+                conn,
+                [
+                    AuditEntry(
+                        self._actor,
+                        "write",
+                        "profile_scores",
+                        written,
+                        [*SCORE_FIELDS],
+                        f"analytics run {report.run_id}",
+                    )
+                ],
+                at_us=now_us,
+            )
+            if self._on_written is not None:
+                self._on_written(conn, written, now_us)
+            report.written += len(rows)
+            if crossed:
+                stored = self._intake.store_in(conn, crossed, source="analytics", actor=self._actor)
+                report.stage_events += stored.accepted
+
+    def _row(self, key: str, scores: dict[str, float | None], now_us: int, run_id: str) -> str:
+        adherence = scores[SCORED_PHI]
+        sealed = (
+            None
+            if adherence is None
+            else self._cipher.encrypt_json(adherence, record_id=key, field=SCORED_PHI)
+        )
+        return orjson.dumps(
+            {**scores, SCORED_PHI: sealed, "scored_us": now_us, "run": run_id},
+            option=orjson.OPT_SORT_KEYS,
+        ).decode()
 
 
 def _count(report: RunReport, s: dict[str, float | None], cutoff: float) -> None:
@@ -289,7 +349,8 @@ def headline(report: RunReport) -> list[tuple[str, str]]:
 
     return [
         ("patients scored", f"{report.patients:,}"),
-        ("scores changed (events written)", f"{report.written:,}"),
+        ("scores changed (rows written)", f"{report.written:,}"),
+        ("crossed the at-risk cutoff (stage events)", f"{report.stage_events:,}"),
         ("mean lead score", fmt(report.mean_lead, "{:.1f}")),
         ("mean engagement score", fmt(report.mean_engagement, "{:.1f} / 100")),
         ("customers with a churn risk", f"{report.customers:,}"),

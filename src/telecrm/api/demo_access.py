@@ -30,7 +30,7 @@ from telecrm.domain.fields import FIELDS
 from telecrm.ingest.signatures import signed_headers
 from telecrm.observability.logs import configure_logging
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles
+from telecrm.profiles.tables import profile_rows, profiles
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.clients import create_client
 from telecrm.security.demo_compliance import (
@@ -154,7 +154,7 @@ def _held_fields(rt: Runtime, patient: str) -> list[str]:
     """The names (never the values) of the fields this patient's profile holds, in catalog order."""
     cipher = rt.cipher()  # keys before the connection: opening them may need one of its own
     with rt.engine.connect() as conn:
-        row = conn.execute(select(profiles).where(profiles.c.patient_key == patient)).first()
+        row = conn.execute(profile_rows().where(profiles.c.patient_key == patient)).first()
     if row is None:
         return []
     values = decode(row, cipher).profile.values

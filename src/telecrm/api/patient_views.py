@@ -21,7 +21,7 @@ from telecrm.domain.lifecycle import CRM_STATUS
 from telecrm.domain.profile import Profile, apply_event
 from telecrm.ingest.tables import events
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles, stage_transitions
+from telecrm.profiles.tables import profile_rows, profiles, stage_transitions
 from telecrm.security.envelope import FieldCipher
 from telecrm.security.shredding import open_payload, with_salts
 
@@ -36,9 +36,7 @@ def sensitive(names: Sequence[str]) -> list[str]:
 def live_profile(conn: Connection, patient_id: str) -> Any:
     """The patient's profile row (not an anonymous visitor's merged into another), or None."""
     return conn.execute(
-        select(profiles).where(
-            profiles.c.patient_key == patient_id, profiles.c.merged_into.is_(None)
-        )
+        profile_rows().where(profiles.c.patient_key == patient_id, profiles.c.merged_into.is_(None))
     ).first()
 
 

@@ -79,7 +79,30 @@ def decode(
                 value = cipher.decrypt_json(token, record_id=row.patient_key, field=name)
                 stored.sealed_plain[name] = value
                 p.values[name] = value
+    scores = getattr(row, "scores", None)  # selected by `tables.profile_rows()`
+    if scores is not None:
+        lay_scores(p, scores, cipher if only is None or SCORED_PHI in only else None)
     return stored
+
+
+SCORED_FACTS = ("lead_score", "engagement_score", "churn_risk", "predicted_ltv")
+SCORED_PHI = "adherence_pdc"  # sealed in the scores JSON as in a profile's `sealed`
+
+
+def lay_scores(p: Profile, raw: str, cipher: FieldCipher | None) -> None:
+    """The latest analytics run's numbers (`profile_scores.scores`) over the folded profile: they
+    are newer than any `analytics.scored` event the fold saw. Without a cipher adherence stays
+    as the fold left it (sealed fields are not loaded then)."""
+    scores = orjson.loads(raw)
+    facts = p.facts
+    for name in SCORED_FACTS:
+        setattr(facts, name, scores[name])
+    facts.scored_at = from_micros(scores["scored_us"])
+    token = scores[SCORED_PHI]
+    if token is None:
+        p.values.pop(SCORED_PHI, None)
+    elif cipher is not None:
+        p.values[SCORED_PHI] = cipher.decrypt_json(token, record_id=p.patient_key, field=SCORED_PHI)
 
 
 def unseal(stored: StoredProfile, cipher: FieldCipher) -> None:

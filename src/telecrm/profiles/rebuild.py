@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, insert, literal, select, update
 from telecrm.domain.clock import Clock, to_micros
 from telecrm.ingest.tables import events, pending_patients
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles, stage_transitions
+from telecrm.profiles.tables import profile_rows, profiles, stage_transitions
 from telecrm.profiles.worker import BatchReport, ProfileWorker
 from telecrm.security.envelope import FieldCipher
 from telecrm.store.engine import read_only
@@ -24,7 +24,7 @@ from telecrm.store.engine import read_only
 def projection_digest(engine: Engine, cipher: FieldCipher) -> str:
     digest = hashlib.sha256()
     with read_only(engine).connect() as conn:
-        for row in conn.execute(select(profiles).order_by(profiles.c.patient_key)).yield_per(2000):
+        for row in conn.execute(profile_rows().order_by(profiles.c.patient_key)).yield_per(2000):
             stored = decode(row, cipher)
             p = stored.profile
             digest.update(

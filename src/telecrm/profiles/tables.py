@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
     Index,
     Integer,
+    Select,
     SmallInteger,
     String,
     Table,
     Text,
     false,
+    select,
 )
 
 from telecrm.store.metadata import SequenceKey, metadata
@@ -38,6 +42,26 @@ profiles = Table(
     Column("merged_into", String(128)),
     Column("updated_us", BigInteger, nullable=False),
 )
+
+# The latest `telecrm analytics run` per patient, kept beside the profile instead of folded from
+# the event log (docs/analytics.md, "Where the scores live"): JSON with the four clear numbers,
+# adherence as an AES-GCM token (PHI), `scored_us` and the run's id. Deleted with the profile.
+profile_scores = Table(
+    "profile_scores",
+    metadata,
+    Column("patient_key", String(140), primary_key=True),
+    Column("scores", Text, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+
+def profile_rows() -> Select[Any]:
+    """Profile rows with their scores (`row.scores`, None if never scored): what a reader that
+    shows or sends the scores selects, so `codec.decode` lays them over the folded profile."""
+    return select(profiles, profile_scores.c.scores).outerjoin_from(
+        profiles, profile_scores, profiles.c.patient_key == profile_scores.c.patient_key
+    )
+
 
 stage_transitions = Table(
     "stage_transitions",

@@ -13,7 +13,7 @@ from telecrm.domain.funnels import FunnelResult, funnel_results
 from telecrm.domain.lifecycle import CRM_STATUS, Stage
 from telecrm.ingest.tables import events
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles, stage_transitions
+from telecrm.profiles.tables import profile_rows, profiles, stage_transitions
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.blind_index import BlindIndex
 from telecrm.security.envelope import FieldCipher
@@ -83,7 +83,7 @@ def patient_view(
     reveal_reason: str | None,
     now_us: int,
 ) -> PatientView:
-    row = conn.execute(select(profiles).where(profiles.c.patient_key == patient_key)).first()
+    row = conn.execute(profile_rows().where(profiles.c.patient_key == patient_key)).first()
     if row is None:
         raise PatientNotFound("no patient matches")
     stored = decode(row, cipher)

@@ -28,7 +28,7 @@ from telecrm.domain.clock import to_micros
 from telecrm.domain.events import parse_event
 from telecrm.ingest.intake import EventIntake
 from telecrm.ingest.tables import events, identity_links
-from telecrm.profiles.tables import profiles, stage_transitions
+from telecrm.profiles.tables import profile_scores, profiles, stage_transitions
 from telecrm.profiles.views import find_patient_key
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.blind_index import BlindIndex
@@ -110,6 +110,7 @@ def request_erasure(
         # The fold starts this patient again from the log, where only the erasure is readable.
         conn.execute(delete(stage_transitions).where(stage_transitions.c.patient_key == key))
         conn.execute(delete(profiles).where(profiles.c.patient_key == key))
+        conn.execute(delete(profile_scores).where(profile_scores.c.patient_key == key))
         append_audit(
             conn,
             [AuditEntry(actor, "erase", "patient", [key], [], reason)],

@@ -22,7 +22,7 @@ from telecrm.ingest.tables import events
 from telecrm.journeys.tables import journey_instances
 from telecrm.messaging.tables import consent_ledger, messages, nps_responses
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles, stage_transitions
+from telecrm.profiles.tables import profile_rows, profiles, stage_transitions
 from telecrm.profiles.views import PatientNotFound
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.compliance_html import render
@@ -172,7 +172,7 @@ def export_record(
 
     Reads only: the caller audits (`export_patient` does both). Raises PatientNotFound.
     """
-    row = conn.execute(select(profiles).where(profiles.c.patient_key == patient_key)).first()
+    row = conn.execute(profile_rows().where(profiles.c.patient_key == patient_key)).first()
     if row is None:
         raise PatientNotFound("no patient matches")
     stored = decode(row, cipher)

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles
+from telecrm.profiles.tables import profile_rows, profiles
 from telecrm.security.envelope import FieldCipher
 from telecrm.store.engine import read_only
 from telecrm.sync.mapping import Mapping
@@ -98,7 +98,7 @@ def check_agreement(
                     keys_by_id.setdefault(o.crm_object, {})[str(row["id"])] = str(key)
         held[o.name] = index
     with read_only(engine).connect() as conn:
-        for stored in conn.execute(select(profiles).where(profiles.c.patient_id.is_not(None))):
+        for stored in conn.execute(profile_rows().where(profiles.c.patient_id.is_not(None))):
             if patients is not None and stored.patient_key not in patients:
                 continue
             for d in desired_records(decode(stored, cipher).profile, mapping):

@@ -22,7 +22,7 @@ from telecrm.connectors.pipedrive_marked import MARKED_TEXT
 from telecrm.connectors.salesforce import SALESFORCE_COLLECTION_MAX
 from telecrm.domain.fields import FIELDS
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles
+from telecrm.profiles.tables import profile_rows, profiles
 from telecrm.security.envelope import FieldCipher
 from telecrm.store.engine import read_only
 from telecrm.sync.mapping import Mapping, ObjectMapping
@@ -113,7 +113,7 @@ def dry_run(
     with read_only(engine).connect() as conn:
         for keys in _patients(conn, mapping, everyone):
             known = load_known(conn, mapping.destination, keys)
-            rows = conn.execute(select(profiles).where(profiles.c.patient_key.in_(keys)))
+            rows = conn.execute(profile_rows().where(profiles.c.patient_key.in_(keys)))
             for row in rows:
                 result.patients += 1
                 for d in desired_records(decode(row, cipher).profile, mapping):

@@ -37,7 +37,7 @@ from telecrm.connectors.base import (
 )
 from telecrm.domain.clock import Clock, to_micros
 from telecrm.profiles.codec import decode
-from telecrm.profiles.tables import profiles
+from telecrm.profiles.tables import profile_rows, profiles
 from telecrm.retry_policy import backoff_seconds, with_jitter
 from telecrm.security.envelope import FieldCipher
 from telecrm.store.engine import read_only
@@ -249,7 +249,7 @@ class SyncWorker:
     def _plan(self, rnd: _Round, cipher: FieldCipher, report: SyncReport) -> None:
         keys = list(rnd.claims)
         with read_only(self._engine).connect() as conn:  # no write lock while decoding
-            rows = conn.execute(select(profiles).where(profiles.c.patient_key.in_(keys))).all()
+            rows = conn.execute(profile_rows().where(profiles.c.patient_key.in_(keys))).all()
             rnd.known = load_known(conn, self.destination, keys)
         erased: set[str] = set()
         for row in rows:
