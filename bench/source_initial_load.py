@@ -4,11 +4,13 @@
    machinery (`PlatformDatabase`), by default 220,000 patients over 12 months: just over
    1,000,000 rows across the platform's tables (setup, timed separately).
 2. Times the first `telecrm sources run` over it: the shipped example models file, telecrm's
-   store on a fresh SQLite file, folding into profiles left out (`--no-process`).
+   store on a fresh SQLite file (or, with `--store postgres`, a fresh PostgreSQL database on
+   the same server, dropped afterwards), folding into profiles left out (`--no-process`).
 Prints JSON, with the load average before and after (the machine may be shared).
 
     .venv/bin/python bench/source_initial_load.py
     .venv/bin/python bench/source_initial_load.py --patients 20000 --reuse
+    .venv/bin/python bench/source_initial_load.py --patients 20000 --reuse --store postgres
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from telecrm.sources.reader import SourceReader
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE = "telecrm_bench_platform"
+STORE_DATABASE = "telecrm_bench_store"
 
 
 def platform_rows(url: str) -> dict[str, int]:
@@ -94,6 +97,12 @@ def main() -> None:
     parser.add_argument(
         "--database", default=DATABASE, help="the platform database's name (dropped and written)"
     )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help=f"telecrm's own store: a fresh SQLite file, or a fresh {STORE_DATABASE} database",
+    )
     args = parser.parse_args()
 
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{args.database}"
@@ -106,9 +115,15 @@ def main() -> None:
     rows = platform_rows(url)
 
     home = Path(tempfile.mkdtemp(prefix="telecrm-bench-source-"))
+    store_url = f"sqlite:///{home / 'telecrm.db'}"
+    if args.store == "postgres":
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{STORE_DATABASE}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{STORE_DATABASE}"')
+        store_url = "postgresql+psycopg://postgres@127.0.0.1:5432/" + STORE_DATABASE
     settings = Settings(
         home=home,
-        database_url=f"sqlite:///{home / 'telecrm.db'}",
+        database_url=store_url,
         master_key=generate_master_key(),
         log_level="WARNING",
         embedded_worker=False,
@@ -133,7 +148,7 @@ def main() -> None:
                 "setup": setup,
                 "platform_rows_total": sum(rows.values()),
                 "platform_rows": rows,
-                "store": "sqlite",
+                "store": args.store,
                 "parallel": args.parallel,
                 "rows_scanned": scanned,
                 "events_emitted": report.events,
@@ -154,6 +169,10 @@ def main() -> None:
             indent=2,
         )
     )
+    if args.store == "postgres":
+        rt.engine.dispose()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{STORE_DATABASE}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
