@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from telecrm.analytics import event_arrays as ea
+from telecrm.analytics.model_store import MAX_MODEL_AGE
 from telecrm.analytics.score_run import RunReport, ScoreRun, headline
 from telecrm.analytics.scoring_config import ScoringConfig, load_scoring_config
 from telecrm.cli_support import console, friendly_errors, runtime
@@ -24,21 +26,36 @@ def run_command(
         True,
         help="Fold the stage changes (at-risk crossings) now (else the running service does)",
     ),
+    refit: bool = typer.Option(
+        False, "--refit", help="Fit the value and churn models again even if a recent fit exists"
+    ),
+    max_model_age_days: int = typer.Option(
+        7, min=1, max=90, help="Reuse the newest stored fit while it is younger than this"
+    ),
 ) -> None:
     """Score every patient: lead, engagement, churn risk, 12-month value, adherence (PDC).
 
-    Lifetime value and churn models are fitted on the whole event log first; then patients are
-    scored in chunks, and the patients whose rounded scores changed are stored beside their
-    profiles in bulk (adherence sealed) and marked for the CRMs' score fields. A churn risk that
-    crosses TELECRM_CHURN_RISK_CUTOFF also becomes an `analytics.scored` event, which moves the
-    customer into (or out of) at_risk when folded. Prints aggregates only.
+    The lifetime value and churn models are fitted on the whole event log when the newest stored
+    fit is a week old (--max-model-age-days) or --refit asks; otherwise that fit predicts. Then
+    patients are scored in chunks, and the patients whose rounded scores changed are stored
+    beside their profiles in bulk (adherence sealed) and marked for the CRMs' score fields. A
+    churn risk that crosses TELECRM_CHURN_RISK_CUTOFF also becomes an `analytics.scored` event,
+    which moves the customer into (or out of) at_risk when folded. Prints aggregates only.
 
-    Example: telecrm analytics run --chunk 10000
+    Examples: telecrm analytics run; telecrm analytics run --refit --chunk 10000
     """
     scoring = load_scoring_config(config)
     rt = runtime()
     now = rt.clock.now()
-    report = score_everyone(rt, console, scoring, actor="cli", chunk=chunk)
+    report = score_everyone(
+        rt,
+        console,
+        scoring,
+        actor="cli",
+        chunk=chunk,
+        refit=refit,
+        max_model_age=timedelta(days=max_model_age_days),
+    )
     for note in report.notes:
         console.print(f"[yellow]{note}[/]: that score is left empty")
     table = Table("", "", title=f"scores as of {now:%Y-%m-%d %H:%M} UTC", show_header=False)
@@ -62,6 +79,8 @@ def score_everyone(
     actor: str,
     chunk: int = 5_000,
     log: ea.EventArrays | None = None,
+    refit: bool = False,
+    max_model_age: timedelta = MAX_MODEL_AGE,
 ) -> RunReport:
     """One `ScoreRun` over every patient, with a progress bar (the command and the demo)."""
     run = ScoreRun(
@@ -85,6 +104,8 @@ def score_everyone(
             rt.clock.now(),
             chunk=chunk,
             log=log,
+            refit=refit,
+            max_model_age=max_model_age,
             on_progress=lambda done, total: bar.update(
                 task, description="scoring patients", completed=done, total=total
             ),

@@ -26,19 +26,26 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy import Engine, select
-from threadpoolctl import threadpool_limits
 
 from telecrm.analytics import event_arrays as ea
-from telecrm.analytics.churn import DEFAULT_HORIZON_DAYS, predict_churn, train_churn_model
-from telecrm.analytics.clv import ModelNotFitted
-from telecrm.analytics.clv_scores import fit_clv, predict_clv
-from telecrm.analytics.features import churn_rows
+from telecrm.analytics.model_store import (
+    MAX_MODEL_AGE,
+    latest_models,
+    save_models,
+    why_not_reused,
+)
 from telecrm.analytics.patient_scores import ProfilesRead, ScoreBatch, read_profiles, score_batch
+from telecrm.analytics.population import (
+    PopulationModels,
+    PopulationScores,
+    fit_population,
+    predict_population,
+)
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
 from telecrm.domain.events import Event, parse_event
@@ -59,62 +66,6 @@ DIGITS = {
 }
 ADHERENT = 0.8  # PQA: a PDC of 80 % or more
 MODEL = "bgnbd-gg-sbg_hgb-calibrated"
-# The gradient boosting's OpenMP threads fight the database and other processes for 2 cores:
-# on the 1M-patient log one thread fitted in 12.2 s, the default threads in 37.0 s beside one
-# busy process (11.3 s vs 16.1 s even on a quiet machine; docs/benchmarks.md).
-FIT_THREADS = 1
-
-
-@dataclass(frozen=True, slots=True)
-class PopulationScores:
-    """The two model-based scores per patient key, and why a model could not be fitted."""
-
-    ltv: dict[str, float]
-    churn: dict[str, float]
-    ltv_note: str | None = None
-    churn_note: str | None = None
-    customers: int = 0  # patients the churn model scored: customers not yet churned
-    fit_seconds: float = 0.0
-
-
-def population_scores(
-    log: ea.EventArrays, now: datetime, *, horizon_days: float = DEFAULT_HORIZON_DAYS
-) -> PopulationScores:
-    started = time.perf_counter()
-    with threadpool_limits(FIT_THREADS):
-        return _population_scores(log, now, horizon_days, started)
-
-
-def _population_scores(
-    log: ea.EventArrays, now: datetime, horizon_days: float, started: float
-) -> PopulationScores:
-    cutoff = ea.to_days(now)
-    keys = [str(k) for k in log.keys]
-    ltv: dict[str, float] = {}
-    ltv_note = churn_note = None
-    try:
-        value = predict_clv(fit_clv(log, cutoff), log, cutoff).clv_12m
-        ltv = {k: float(v) for k, v in zip(keys, value, strict=True)}
-    except ModelNotFitted as exc:
-        ltv_note = f"lifetime value not fitted: {exc}"
-    churn: dict[str, float] = {}
-    rows = churn_rows(log, cutoff)
-    try:
-        model = train_churn_model(
-            log, tuple(cutoff - horizon_days * k for k in (1, 2, 3)), horizon_days=horizon_days
-        )
-        risk = predict_churn(model, rows.features)
-        churn = {keys[i]: float(p) for i, p in zip(rows.patient, risk, strict=True)}
-    except ModelNotFitted as exc:
-        churn_note = f"churn model not trained: {exc}"
-    return PopulationScores(
-        ltv,
-        churn,
-        ltv_note,
-        churn_note,
-        customers=len(churn),
-        fit_seconds=time.perf_counter() - started,
-    )
 
 
 def rounded(value: float | None, name: str) -> float | None:
@@ -145,6 +96,9 @@ class RunReport:
     unchanged: int = 0
     stage_events: int = 0  # analytics.scored events stored: churn risk crossed the cutoff
     run_id: str = ""
+    model_id: str = ""  # the stored fit the model scores came from
+    model_fitted_at: datetime | None = None
+    refit_reason: str | None = None  # why this run fitted the models (None: a stored fit used)
     notes: list[str] = field(default_factory=list)
     customers: int = 0
     at_risk: int = 0  # customers at or over the churn-risk cutoff
@@ -237,13 +191,16 @@ class ScoreRun:
         chunk: int = 5_000,
         on_progress: Callable[[int, int], None] | None = None,
         log: ea.EventArrays | None = None,
+        refit: bool = False,
+        max_model_age: timedelta = MAX_MODEL_AGE,
     ) -> RunReport:
         report = RunReport(run_id=uuid.uuid4().hex[:16])
         started = time.perf_counter()
         log = log if log is not None else ea.from_store(self._engine, self._cipher)
         report.seconds["read event log"] = time.perf_counter() - started
-        population = population_scores(log, now)
-        report.seconds["fit models"] = population.fit_seconds
+        models = self._models(log, now, report, refit=refit, max_model_age=max_model_age)
+        population = predict_population(models, log, now)
+        report.seconds["predict"] = population.predict_seconds
         report.notes = [n for n in (population.ltv_note, population.churn_note) if n]
         keys = self.patient_keys()
         started = time.perf_counter()
@@ -253,6 +210,33 @@ class ScoreRun:
                 on_progress(min(start + chunk, len(keys)), len(keys))
         report.seconds["score and write"] = time.perf_counter() - started
         return report
+
+    def _models(
+        self,
+        log: ea.EventArrays,
+        now: datetime,
+        report: RunReport,
+        *,
+        refit: bool,
+        max_model_age: timedelta,
+    ) -> PopulationModels:
+        """The newest stored fit if it may be reused at `now`; else a new fit, stored."""
+        reason = "asked to (--refit)" if refit else "no fit was stored yet"
+        if not refit:
+            with self._engine.connect() as conn:
+                stored = latest_models(conn, self._cipher)
+            if stored is not None:
+                why = why_not_reused(stored, now, max_model_age)
+                if why is None and stored.models is not None:
+                    report.model_id, report.model_fitted_at = stored.model_id, stored.fitted_at
+                    return stored.models
+                reason = f"the stored fit was not reused: {why}"
+        models = fit_population(log, now)
+        report.seconds["fit models"] = models.fit_seconds
+        with self._engine.begin() as conn:
+            report.model_id = save_models(conn, self._cipher, models, now)
+        report.model_fitted_at, report.refit_reason = now, reason
+        return models
 
     def _at_risk(self, scores: dict[str, float | None]) -> bool:
         risk = scores["churn_risk"]
@@ -347,8 +331,15 @@ def headline(report: RunReport) -> list[tuple[str, str]]:
     def fmt(v: float | None, pattern: str) -> str:
         return "-" if v is None else pattern.format(v)
 
+    if report.refit_reason is not None:
+        models = f"fitted now ({report.refit_reason})"
+    elif report.model_fitted_at is not None:
+        models = f"stored fit of {report.model_fitted_at:%Y-%m-%d %H:%M} UTC"
+    else:
+        models = "-"
     return [
         ("patients scored", f"{report.patients:,}"),
+        ("value and churn models", models),
         ("scores changed (rows written)", f"{report.written:,}"),
         ("crossed the at-risk cutoff (stage events)", f"{report.stage_events:,}"),
         ("mean lead score", fmt(report.mean_lead, "{:.1f}")),

@@ -281,7 +281,7 @@ def _churn(engine: Engine, cipher: Any, qs: Queries, now_us: int, actor: str) ->
     from telecrm.analytics import event_arrays as ea
     from telecrm.analytics.churn import DEFAULT_HORIZON_DAYS, evaluate_churn, train_churn_model
     from telecrm.analytics.clv import ModelNotFitted
-    from telecrm.analytics.score_run import FIT_THREADS
+    from telecrm.analytics.population import FIT_THREADS
     from telecrm.security.audit import AuditEntry, append_audit
 
     q = qs.ref(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from telecrm.analytics import tables as analytics_tables
 from telecrm.ingest import tables as ingest_tables
 from telecrm.journeys import tables as journey_tables
 from telecrm.messaging import tables as messaging_tables
@@ -12,6 +13,7 @@ from telecrm.store.metadata import metadata
 from telecrm.sync import tables as sync_tables
 
 __all__ = [
+    "analytics_tables",
     "ingest_tables",
     "journey_tables",
     "messaging_tables",
