@@ -14,12 +14,13 @@ import typer
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
-from telecrm.analytics import model_store, run_commands
+from telecrm.analytics import model_commands, model_store, run_commands
 from telecrm.analytics.model_store import KEEP, StoredModelRejected
 from telecrm.analytics.tables import analytics_models
 from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
 from telecrm.profiles.tables import profile_scores
+from telecrm.security.audit import audit_rows
 from telecrm.simulate import Simulation
 from tests.analytics.test_score_run import NOW, SIM, ingest, score_run
 from tests.support.builders import customer_journey, registration
@@ -146,3 +147,28 @@ def test_the_cli_refits_on_request_and_names_a_refused_fit(
     assert forced.exit_code == 0 and "fitted now (asked to (--refit))" in forced.stdout
     with runtime.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(analytics_models)).scalar_one() == 2
+
+
+def test_the_models_command_lists_the_fits_and_says_which_the_next_run_uses(
+    runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_commands, "runtime", lambda: runtime)
+    app = typer.Typer()
+    model_commands.register(app)
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    assert "no fit stored yet" in runner.invoke(app, ["models"]).stdout
+    ingest(runtime, clock, simulated)
+    report = score_run(runtime).run(clock.now())
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0, listed.output
+    assert (
+        report.model_id in listed.stdout and f"the next run uses {report.model_id}" in listed.stdout
+    )
+    clock.advance(timedelta(days=8))
+    assert "the next run fits again: it is 8 days old" in runner.invoke(app, ["models"]).stdout
+    # Each chunk's audit entry names the run and the fit its numbers came from.
+    some = next(iter(scores_table(runtime)))
+    with runtime.engine.connect() as conn:
+        purposes = {e["purpose"] for e in audit_rows(conn, record_id=some, limit=20)}
+    assert f"analytics run {report.run_id}, models {report.model_id}" in purposes

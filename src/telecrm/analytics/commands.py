@@ -12,10 +12,11 @@ analytics_app = typer.Typer(
 # Each part's commands (scores, lifetime value and churn, reports), registered here.
 from telecrm.analytics import (  # noqa: E402
     clv_commands,
+    model_commands,
     report_commands,
     run_commands,
     scores_commands,
 )
 
-for _part in (run_commands, scores_commands, clv_commands, report_commands):
+for _part in (run_commands, model_commands, scores_commands, clv_commands, report_commands):
     _part.register(analytics_app)

@@ -65,7 +65,7 @@ def save_models(
     conn: Connection, cipher: FieldCipher, models: PopulationModels, now: datetime
 ) -> str:
     """Store a fit (in the caller's transaction) and keep only the newest KEEP; its id."""
-    model_id = "fit_" + uuid.uuid4().hex[:20]
+    model_id = "fit_" + uuid.uuid4().hex[:12]
     summary = {
         "versions": library_versions(),
         "complete": models.complete,
@@ -114,14 +114,26 @@ def latest_models(conn: Connection, cipher: FieldCipher) -> StoredModels | None:
     return StoredModels(row.model_id, fitted_at, summary, models)
 
 
-def why_not_reused(stored: StoredModels, now: datetime, max_age: timedelta) -> str | None:
-    """Why this fit must not be used at `now` (it is then fitted again), or None."""
-    if stored.models is None:
+def list_models(conn: Connection) -> list[tuple[str, datetime, dict[str, Any]]]:
+    """Every stored fit, newest first: id, when, summary (the sealed models are not opened)."""
+    rows = conn.execute(
+        select(
+            analytics_models.c.model_id, analytics_models.c.fitted_us, analytics_models.c.summary
+        ).order_by(analytics_models.c.fitted_us.desc())
+    )
+    return [(r.model_id, from_micros(r.fitted_us), orjson.loads(r.summary)) for r in rows]
+
+
+def why_not_reused(
+    summary: dict[str, Any], fitted_at: datetime, now: datetime, max_age: timedelta
+) -> str | None:
+    """Why a fit must not be used at `now` (the run then fits again), or None."""
+    if summary.get("versions") != library_versions():
         return "it was fitted with other library versions"
-    if stored.fitted_at > now:
+    if fitted_at > now:
         return "it was fitted after this run's instant"
-    if now - stored.fitted_at >= max_age:
-        return f"it is {(now - stored.fitted_at).days} days old"
-    if not stored.models.complete:
+    if now - fitted_at >= max_age:
+        return f"it is {(now - fitted_at).days} days old"
+    if not summary.get("complete"):
         return "a model could not be fitted then"
     return None

@@ -194,7 +194,7 @@ class ScoreRun:
         refit: bool = False,
         max_model_age: timedelta = MAX_MODEL_AGE,
     ) -> RunReport:
-        report = RunReport(run_id=uuid.uuid4().hex[:16])
+        report = RunReport(run_id=uuid.uuid4().hex[:12])
         started = time.perf_counter()
         log = log if log is not None else ea.from_store(self._engine, self._cipher)
         report.seconds["read event log"] = time.perf_counter() - started
@@ -226,7 +226,7 @@ class ScoreRun:
             with self._engine.connect() as conn:
                 stored = latest_models(conn, self._cipher)
             if stored is not None:
-                why = why_not_reused(stored, now, max_model_age)
+                why = why_not_reused(stored.summary, stored.fitted_at, now, max_model_age)
                 if why is None and stored.models is not None:
                     report.model_id, report.model_fitted_at = stored.model_id, stored.fitted_at
                     return stored.models
@@ -287,7 +287,7 @@ class ScoreRun:
                         "profile_scores",
                         written,
                         [*SCORE_FIELDS],
-                        f"analytics run {report.run_id}",
+                        f"analytics run {report.run_id}, models {report.model_id}",
                     )
                 ],
                 at_us=now_us,
