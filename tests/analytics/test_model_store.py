@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import orjson
 import pytest
-import typer
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
@@ -22,7 +21,7 @@ from telecrm.domain.clock import FrozenClock
 from telecrm.profiles.tables import profile_scores
 from telecrm.security.audit import audit_rows
 from telecrm.simulate import Simulation
-from tests.analytics.test_score_run import NOW, SIM, ingest, score_run
+from tests.analytics.test_score_run import NOW, SIM, command_app, ingest, score_run
 from tests.support.builders import customer_journey, registration
 
 
@@ -128,10 +127,7 @@ def test_the_cli_refits_on_request_and_names_a_refused_fit(
     runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest(runtime, clock, simulated)
-    monkeypatch.setattr(run_commands, "runtime", lambda: runtime)
-    app = typer.Typer()
-    run_commands.register(app)
-    app.command("noop")(lambda: None)
+    app = command_app(run_commands, runtime, monkeypatch)
     runner = CliRunner()
     first = runner.invoke(app, ["run"])
     assert first.exit_code == 0, first.output
@@ -152,10 +148,7 @@ def test_the_cli_refits_on_request_and_names_a_refused_fit(
 def test_the_models_command_lists_the_fits_and_says_which_the_next_run_uses(
     runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(model_commands, "runtime", lambda: runtime)
-    app = typer.Typer()
-    model_commands.register(app)
-    app.command("noop")(lambda: None)
+    app = command_app(model_commands, runtime, monkeypatch)
     runner = CliRunner()
     assert "no fit stored yet" in runner.invoke(app, ["models"]).stdout
     ingest(runtime, clock, simulated)

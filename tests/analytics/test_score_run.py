@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -66,6 +67,16 @@ def score_run(runtime: Runtime, on_written: ProfilesWritten | None = None) -> Sc
         churn_risk_cutoff=CUTOFF,
         on_written=on_written,
     )
+
+
+def command_app(module: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    """A CLI module's commands on the test runtime, in a group of two (so a command keeps its
+    name)."""
+    monkeypatch.setattr(module, "runtime", lambda: runtime)
+    app = typer.Typer()
+    module.register(app)
+    app.command("noop")(lambda: None)
+    return app
 
 
 def stored_profiles(runtime: Runtime) -> dict[str, tuple]:
@@ -279,10 +290,7 @@ def test_the_run_command_prints_the_headline_and_updates_profiles(
     runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ingest(runtime, clock, simulated)
-    monkeypatch.setattr(run_commands, "runtime", lambda: runtime)
-    app = typer.Typer()
-    run_commands.register(app)
-    app.command("noop")(lambda: None)  # a group of two, so the command keeps its name
+    app = command_app(run_commands, runtime, monkeypatch)
     result = CliRunner().invoke(app, ["run", "--chunk", "200"])
     assert result.exit_code == 0, result.output
     out = result.stdout
