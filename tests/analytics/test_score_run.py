@@ -15,8 +15,10 @@ import typer
 from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
+from telecrm.analytics import event_arrays as ea
 from telecrm.analytics import run_commands
 from telecrm.analytics.patient_scores import score_patients
+from telecrm.analytics.population import population_scores
 from telecrm.analytics.score_run import ScoreRun
 from telecrm.analytics.scoring_config import load_scoring_config
 from telecrm.bootstrap import Runtime
@@ -334,3 +336,17 @@ def test_folding_score_events_decrypts_only_adherence_and_keeps_every_other_valu
             assert p.values[name] == old.values[name]
         assert (row.email_bidx, row.phone_bidx) == (old_row.email_bidx, old_row.phone_bidx)
         assert p.facts.scored_at is not None
+
+
+def test_reading_only_the_customers_gives_the_same_model_scores(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    ingest(runtime, clock, simulated)
+    full = ea.from_store(runtime.engine, runtime.cipher())
+    customers = ea.from_store(runtime.engine, runtime.cipher(), customers_only=True)
+    assert customers.patients < full.patients and customers.patient.size < full.patient.size
+    everyone, bought = population_scores(full, NOW), population_scores(customers, NOW)
+    assert bought.churn == everyone.churn and len(everyone.churn) > 50
+    keys = [str(k) for k in full.keys]
+    assert [bought.ltv_of(k) for k in keys] == [everyone.ltv_of(k) for k in keys]
+    assert sum(bought.ltv_of(k) == 0.0 for k in keys) >= full.patients - customers.patients

@@ -60,6 +60,10 @@ PAYLOAD_TYPES = frozenset(
 )
 
 
+# A patient with none of these has bought nothing: no lifetime value to predict, no churn risk.
+CUSTOMER_TYPES = ("order.paid", "subscription.started")
+
+
 def to_days(at: datetime) -> float:
     """Days since the Unix epoch, the time axis of every array here."""
     return at.astimezone(UTC).timestamp() / 86_400.0
@@ -126,11 +130,17 @@ def build(rows: Iterable[tuple[str, str, float, dict[str, Any] | None]]) -> Even
         ends.append(_days_of(ends_at) if ends_at is not None else nan)
         sub_id = data.get("subscription_id") if code != ORDER else None
         sub.append(sub_index.setdefault(sub_id, len(sub_index)) if sub_id else -1)
-    p = np.asarray(patient, dtype=np.int64)
+    # Patients are numbered in key order, not in the order the rows came: the models see the
+    # same rows in the same order however the store returned them (a fit is reproducible).
+    keys = np.asarray(list(key_index), dtype=object)
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
+    p = rank[np.asarray(patient, dtype=np.int64)] if len(keys) else np.zeros(0, dtype=np.int64)
+    keys = np.sort(keys, kind="stable")
     times = np.asarray(t, dtype=np.float64)
     order = np.lexsort((times, p))
     return EventArrays(
-        keys=np.asarray(list(key_index), dtype=object),
+        keys=keys,
         patient=p[order],
         kind=np.asarray(kind, dtype=np.int8)[order],
         t=times[order],
@@ -171,8 +181,13 @@ def from_events(stream: Iterable[Event]) -> EventArrays:
     return build(rows())
 
 
-def from_store(engine: Engine, cipher: FieldCipher, *, batch: int = 20_000) -> EventArrays:
-    """The whole event log in one streamed query (no per-patient SQL)."""
+def from_store(
+    engine: Engine, cipher: FieldCipher, *, batch: int = 20_000, customers_only: bool = False
+) -> EventArrays:
+    """The whole event log in one streamed query (no per-patient SQL).
+
+    `customers_only`: only the patients with an order or a subscription, all that the value and
+    churn models read (`analytics run`: about 30 % fewer rows; everyone else is not a buyer)."""
     query = (
         with_salts(
             select(
@@ -186,6 +201,13 @@ def from_store(engine: Engine, cipher: FieldCipher, *, batch: int = 20_000) -> E
         .where(events.c.type.in_(READ_TYPES))
         .where(events.c.patient_id.is_not(None))
     )
+    if customers_only:
+        bought = events.alias("bought")
+        query = query.where(
+            events.c.patient_key.in_(
+                select(bought.c.patient_key).where(bought.c.type.in_(CUSTOMER_TYPES))
+            )
+        )
 
     def rows() -> Iterator[tuple[str, str, float, dict[str, Any] | None]]:
         with engine.connect() as conn:

@@ -62,6 +62,10 @@ class PopulationScores:
     customers: int = 0  # patients the churn model scored: customers not yet churned
     fit_seconds: float = 0.0  # 0 when a stored fit was used
     predict_seconds: float = 0.0
+    ltv_fitted: bool = False  # then a patient the log left out (bought nothing) is worth 0
+
+    def ltv_of(self, key: str) -> float | None:
+        return self.ltv.get(key, 0.0 if self.ltv_fitted else None)
 
 
 def fit_population(
@@ -112,6 +116,7 @@ def predict_population(
         models.churn_note,
         customers=len(churn),
         predict_seconds=time.perf_counter() - started,
+        ltv_fitted=models.clv is not None,
     )
 
 
@@ -129,4 +134,5 @@ def population_scores(
         customers=scores.customers,
         fit_seconds=models.fit_seconds,
         predict_seconds=scores.predict_seconds,
+        ltv_fitted=scores.ltv_fitted,
     )

@@ -84,7 +84,7 @@ def scores_of(
         "lead_score": rounded(lead[i], "lead_score"),
         "engagement_score": rounded(float(batch.engagement.score[i]), "engagement_score"),
         "churn_risk": rounded(population.churn.get(key), "churn_risk"),
-        "predicted_ltv": rounded(population.ltv.get(key), "predicted_ltv"),
+        "predicted_ltv": rounded(population.ltv_of(key), "predicted_ltv"),
         "adherence_pdc": rounded(float(batch.mean_pdc[i]), "adherence_pdc"),
     }
 
@@ -196,7 +196,8 @@ class ScoreRun:
     ) -> RunReport:
         report = RunReport(run_id=uuid.uuid4().hex[:12])
         started = time.perf_counter()
-        log = log if log is not None else ea.from_store(self._engine, self._cipher)
+        if log is None:
+            log = ea.from_store(self._engine, self._cipher, customers_only=True)
         report.seconds["read event log"] = time.perf_counter() - started
         models = self._models(log, now, report, refit=refit, max_model_age=max_model_age)
         population = predict_population(models, log, now)
