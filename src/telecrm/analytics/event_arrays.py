@@ -132,11 +132,12 @@ def build(rows: Iterable[tuple[str, str, float, dict[str, Any] | None]]) -> Even
         sub.append(sub_index.setdefault(sub_id, len(sub_index)) if sub_id else -1)
     # Patients are numbered in key order, not in the order the rows came: the models see the
     # same rows in the same order however the store returned them (a fit is reproducible).
-    keys = np.asarray(list(key_index), dtype=object)
-    rank = np.empty(len(keys), dtype=np.int64)
-    rank[np.argsort(keys, kind="stable")] = np.arange(len(keys))
-    p = rank[np.asarray(patient, dtype=np.int64)] if len(keys) else np.zeros(0, dtype=np.int64)
-    keys = np.sort(keys, kind="stable")
+    seen = np.asarray(list(key_index), dtype=object)
+    by_key = np.argsort(seen, kind="stable")
+    rank = np.empty(len(seen), dtype=np.int64)
+    rank[by_key] = np.arange(len(seen))
+    p = rank[np.asarray(patient, dtype=np.int64)]
+    keys = seen[by_key]
     times = np.asarray(t, dtype=np.float64)
     order = np.lexsort((times, p))
     return EventArrays(
