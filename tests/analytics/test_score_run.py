@@ -176,7 +176,10 @@ def test_a_churn_risk_falling_under_the_cutoff_is_logged_too(
             .where(profile_scores.c.patient_key == calm)
             .values(scores=orjson.dumps({**orjson.loads(raw), "churn_risk": 0.99}).decode())
         )
-    again = run.run(clock.now())
+    # Only a run writes score rows, so a run trusts the numbers it kept: an edit behind its back
+    # is seen by a full read.
+    assert run.run(clock.now()).written == 0
+    again = run.run(clock.now(), full_read=True)
     assert (again.written, again.stage_events) == (1, 1)
     with runtime.engine.connect() as conn:
         logged = conn.execute(

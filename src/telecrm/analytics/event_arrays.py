@@ -9,14 +9,15 @@ No names, contact details or clinical values are kept: a patient is an index int
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, bindparam, exists, select
 
+from telecrm.analytics.fills import IN_CHUNK
 from telecrm.domain.events import Event
 from telecrm.ingest.tables import events
 from telecrm.security.envelope import FieldCipher
@@ -182,13 +183,7 @@ def from_events(stream: Iterable[Event]) -> EventArrays:
     return build(rows())
 
 
-def from_store(
-    engine: Engine, cipher: FieldCipher, *, batch: int = 20_000, customers_only: bool = False
-) -> EventArrays:
-    """The whole event log in one streamed query (no per-patient SQL).
-
-    `customers_only`: only the patients with an order or a subscription, all that the value and
-    churn models read (`analytics run`: about 30 % fewer rows; everyone else is not a buyer)."""
+def _log_query(customers_only: bool) -> Any:
     query = (
         with_salts(
             select(
@@ -209,16 +204,119 @@ def from_store(
                 select(bought.c.patient_key).where(bought.c.type.in_(CUSTOMER_TYPES))
             )
         )
+    return query
 
-    def rows() -> Iterator[tuple[str, str, float, dict[str, Any] | None]]:
-        with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
-            for row in result:
-                data = None
-                if row.type in PAYLOAD_TYPES:
-                    data = open_payload(cipher, row)
-                    if data is None:  # an erased patient's event: left out
-                        continue
-                yield row.type, row.patient_key, row.occurred_us / DAY_US, data
 
-    return build(rows())
+def _opened(
+    result: Iterable[Any], cipher: FieldCipher
+) -> Iterator[tuple[str, str, float, dict[str, Any] | None]]:
+    for row in result:
+        data = None
+        if row.type in PAYLOAD_TYPES:
+            data = open_payload(cipher, row)
+            if data is None:  # an erased patient's event: left out
+                continue
+        yield row.type, row.patient_key, row.occurred_us / DAY_US, data
+
+
+def from_store(
+    engine: Engine, cipher: FieldCipher, *, batch: int = 20_000, customers_only: bool = False
+) -> EventArrays:
+    """The whole event log in one streamed query (no per-patient SQL).
+
+    `customers_only`: only the patients with an order or a subscription, all that the value and
+    churn models read (`analytics run`: about 30 % fewer rows; everyone else is not a buyer)."""
+    with engine.connect() as conn:
+        return from_connection(conn, cipher, batch=batch, customers_only=customers_only)
+
+
+def from_connection(
+    conn: Connection,
+    cipher: FieldCipher,
+    *,
+    keys: Sequence[str] | None = None,
+    batch: int = 20_000,
+    customers_only: bool = True,
+) -> EventArrays:
+    """`from_store` on the caller's connection; with `keys`, only those patients' history (a
+    few queries per 500 patients; customers only)."""
+    if keys is None:
+        query = _log_query(customers_only)
+        result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
+        return build(_opened(result, cipher))
+    bought = events.alias("bought")
+    query = (
+        _log_query(False)
+        .where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
+        .where(
+            exists()
+            .where(bought.c.patient_key == events.c.patient_key)
+            .where(bought.c.type.in_(CUSTOMER_TYPES))
+        )
+    )
+    wanted = list(keys)
+    rows: list[Any] = []
+    for start in range(0, len(wanted), IN_CHUNK):
+        rows.extend(conn.execute(query, {"keys": wanted[start : start + IN_CHUNK]}))
+    return build(_opened(rows, cipher))
+
+
+def empty() -> EventArrays:
+    return build(())
+
+
+def canonical(log: EventArrays) -> EventArrays:
+    """The same history in one order whatever order it was read in: subscriptions numbered by
+    id, rows by (patient, time, kind, amount, end, subscription)."""
+    subs = log.subscriptions
+    by_id = np.argsort(subs, kind="stable") if subs.size else np.zeros(0, dtype=np.int64)
+    rank = np.empty(len(subs), dtype=np.int64)
+    rank[by_id] = np.arange(len(subs))
+    sub = np.where(log.sub >= 0, rank[np.maximum(log.sub, 0)] if subs.size else -1, -1)
+    order = np.lexsort((sub, log.ends, log.amount, log.kind, log.t, log.patient))
+    return EventArrays(
+        keys=log.keys,
+        patient=log.patient[order],
+        kind=log.kind[order],
+        t=log.t[order],
+        amount=log.amount[order],
+        ends=log.ends[order],
+        sub=sub[order].astype(np.int64),
+        subscriptions=subs[by_id] if subs.size else subs,
+    )
+
+
+def join(parts: Sequence[tuple[EventArrays, Sequence[str]]]) -> EventArrays:
+    """One history from parts, each with the patients to take from it (in one part only;
+    a patient missing from its part's history bought nothing and is left out)."""
+    owned = [({str(k): i for i, k in enumerate(log.keys)}, log, ks) for log, ks in parts]
+    keys = sorted(k for own, _, ks in owned for k in ks if k in own)
+    position = {k: i for i, k in enumerate(keys)}
+    subs: dict[Any, int] = {}
+    cols: dict[str, list[np.ndarray]] = {n: [] for n in ("p", "kind", "t", "amount", "ends", "sub")}
+    for own, log, ks in owned:
+        take = [k for k in ks if k in own]
+        new_of = np.full(log.patients, -1, dtype=np.int64)
+        new_of[[own[k] for k in take]] = [position[k] for k in take]
+        moved = new_of[log.patient]
+        keep = moved >= 0
+        remap = np.asarray([subs.setdefault(s, len(subs)) for s in log.subscriptions], np.int64)
+        sub = log.sub[keep]
+        cols["p"].append(moved[keep])
+        cols["kind"].append(log.kind[keep])
+        cols["t"].append(log.t[keep])
+        cols["amount"].append(log.amount[keep])
+        cols["ends"].append(log.ends[keep])
+        cols["sub"].append(np.where(sub >= 0, remap[np.maximum(sub, 0)] if remap.size else -1, -1))
+    if not keys:
+        return empty()
+    return EventArrays(
+        keys=np.asarray(keys, dtype=object),
+        patient=np.concatenate(cols["p"]).astype(np.int64),
+        kind=np.concatenate(cols["kind"]).astype(np.int8),
+        t=np.concatenate(cols["t"]).astype(np.float64),
+        amount=np.concatenate(cols["amount"]).astype(np.float64),
+        ends=np.concatenate(cols["ends"]).astype(np.float64),
+        sub=np.concatenate(cols["sub"]).astype(np.int64),
+        subscriptions=np.asarray(list(subs), dtype=object),
+    )

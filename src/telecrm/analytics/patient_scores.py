@@ -118,9 +118,7 @@ def read_profiles(
     return ProfilesRead(values, facts, ids, frozenset(read))
 
 
-def _event_table(
-    conn: Connection, keys: Sequence[str], types: Sequence[str], now: datetime
-) -> EventTable:
+def event_table_for(conn: Connection, keys: Sequence[str], types: Sequence[str]) -> EventTable:
     position = {k: i for i, k in enumerate(keys)}
     query = (
         select(events.c.patient_key, events.c.type, events.c.occurred_us)
@@ -194,7 +192,7 @@ def score_batch(
     profile_list = [values.get(k, {}) for k in keys]
     columns = {name: [v.get(name) for v in profile_list] for name in lead.profile_fields()}
     types = [r.event for r in lead.behaviour] + list(ENGAGEMENT_EVENTS)
-    table = _event_table(conn, keys, types, now)
+    table = event_table_for(conn, keys, types)
     fills = fills_for(conn, cipher, keys)
     append_audit(
         conn,

@@ -32,12 +32,19 @@ def run_command(
     max_model_age_days: int = typer.Option(
         7, min=1, max=90, help="Reuse the newest stored fit while it is younger than this"
     ),
+    full_read: bool = typer.Option(
+        False,
+        "--full-read",
+        help="Read every patient from the store, not only those whose history changed",
+    ),
 ) -> None:
     """Score every patient: lead, engagement, churn risk, 12-month value, adherence (PDC).
 
     The lifetime value and churn models are fitted on the whole event log when the newest stored
-    fit is a week old (--max-model-age-days) or --refit asks; otherwise that fit predicts. Then
-    patients are scored in chunks, and the patients whose rounded scores changed are stored
+    fit is a week old (--max-model-age-days) or --refit asks; otherwise that fit predicts. The
+    inputs (events, fills, the rules' profile fields) are kept sealed between runs, so a run
+    reads from the store only the patients whose history changed since the last one
+    (--full-read reads everyone). Every patient is scored, and those whose rounded scores changed are stored
     beside their profiles in bulk (adherence sealed) and marked for the CRMs' score fields. A
     churn risk that crosses TELECRM_CHURN_RISK_CUTOFF also becomes an `analytics.scored` event,
     which moves the customer into (or out of) at_risk when folded. Prints aggregates only.
@@ -55,6 +62,7 @@ def run_command(
         chunk=chunk,
         refit=refit,
         max_model_age=timedelta(days=max_model_age_days),
+        full_read=full_read,
     )
     for note in report.notes:
         console.print(f"[yellow]{note}[/]: that score is left empty")
@@ -81,6 +89,7 @@ def score_everyone(
     log: ea.EventArrays | None = None,
     refit: bool = False,
     max_model_age: timedelta = MAX_MODEL_AGE,
+    full_read: bool = False,
 ) -> RunReport:
     """One `ScoreRun` over every patient, with a progress bar (the command and the demo)."""
     run = ScoreRun(
@@ -99,16 +108,19 @@ def score_everyone(
         TimeElapsedColumn(),
         console=out,
     ) as bar:
-        task = bar.add_task("reading the event log, fitting the models", total=None)
+        task = bar.add_task("reading what changed since the last run", total=None)
+
+        def progress(what: str, done: int, total: int) -> None:
+            bar.update(task, description=what, completed=done, total=total)
+
         return run.run(
             rt.clock.now(),
             chunk=chunk,
             log=log,
             refit=refit,
             max_model_age=max_model_age,
-            on_progress=lambda done, total: bar.update(
-                task, description="scoring patients", completed=done, total=total
-            ),
+            full_read=full_read,
+            on_progress=progress,
         )
 
 

@@ -24,27 +24,49 @@ import hashlib
 import math
 import time
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy import Engine, select
 
 from telecrm.analytics import event_arrays as ea
+from telecrm.analytics import run_inputs
+from telecrm.analytics.inputs_store import (
+    StoredInputs,
+    changed_since,
+    load_inputs,
+    log_frontier,
+    mark_incomplete,
+    pending_keys,
+    save_inputs,
+)
 from telecrm.analytics.model_store import (
     MAX_MODEL_AGE,
     latest_models,
     save_models,
     why_not_reused,
 )
-from telecrm.analytics.patient_scores import ProfilesRead, ScoreBatch, read_profiles, score_batch
+from telecrm.analytics.patient_scores import ScoreBatch
 from telecrm.analytics.population import (
     PopulationModels,
     PopulationScores,
     fit_population,
     predict_population,
+)
+from telecrm.analytics.run_inputs import SCORE_FIELDS, RunInputs, combine, read_inputs
+from telecrm.analytics.run_scoring import (
+    DIGITS,
+    FloatArray,
+    as_stored,
+    held_row,
+    maybe_changed,
+    rounded,
+    score_inputs,
 )
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
@@ -56,23 +78,9 @@ from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
 from telecrm.store.upsert import upsert_rows_fast
 
-SCORE_FIELDS = ("lead_score", "engagement_score", "churn_risk", "predicted_ltv", "adherence_pdc")
-DIGITS = {
-    "lead_score": 1,
-    "engagement_score": 1,
-    "churn_risk": 3,
-    "predicted_ltv": 2,
-    "adherence_pdc": 3,
-}
 ADHERENT = 0.8  # PQA: a PDC of 80 % or more
 MODEL = "bgnbd-gg-sbg_hgb-calibrated"
-
-
-def rounded(value: float | None, name: str) -> float | None:
-    """As stored and sent: rounded, and None for anything not finite."""
-    if value is None or not math.isfinite(value):
-        return None
-    return round(float(value), DIGITS[name])
+Progress = Callable[[str, int, int], None]  # (what, done, of)
 
 
 def scores_of(
@@ -107,6 +115,9 @@ class RunReport:
     engagement_sum: float = 0.0
     pdc_measured: int = 0
     pdc_adherent: int = 0
+    inputs_read: int = 0  # patients read from the store (all, or only the changed ones)
+    inputs_reason: str | None = None  # why everyone was read (None: the kept inputs were used)
+    inputs_kept_at: datetime | None = None  # when the inputs built on were kept
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -120,19 +131,6 @@ class RunReport:
     @property
     def adherent_share(self) -> float | None:
         return self.pdc_adherent / self.pdc_measured if self.pdc_measured else None
-
-
-def _held(read: ProfilesRead) -> dict[str, tuple[str, dict[str, float | None]]]:
-    """Per live profile: its patient id and the five numbers it holds now."""
-    out: dict[str, tuple[str, dict[str, float | None]]] = {}
-    for key, patient_id in read.patient_ids.items():
-        if patient_id is None:
-            continue
-        facts = read.facts[key]
-        held: dict[str, float | None] = {n: facts.get(n) for n in SCORE_FIELDS[:4]}
-        held["adherence_pdc"] = read.values[key].get("adherence_pdc")
-        out[key] = (patient_id, held)
-    return out
 
 
 def scored_event(patient_id: str, patient_key: str, scores: dict[str, Any], now: datetime) -> Event:
@@ -179,38 +177,118 @@ class ScoreRun:
             .where(profiles.c.deleted.is_(False))
             .where(profiles.c.patient_id.is_not(None))
             .where(profiles.c.merged_into.is_(None))
-            .order_by(profiles.c.patient_key)
         )
         with self._engine.connect() as conn:
-            return list(conn.execute(query).scalars())
+            return sorted(conn.execute(query).scalars())
 
     def run(
         self,
         now: datetime,
         *,
         chunk: int = 5_000,
-        on_progress: Callable[[int, int], None] | None = None,
+        on_progress: Progress | None = None,
         log: ea.EventArrays | None = None,
         refit: bool = False,
         max_model_age: timedelta = MAX_MODEL_AGE,
+        full_read: bool = False,
     ) -> RunReport:
         report = RunReport(run_id=uuid.uuid4().hex[:12])
+        fingerprint = run_inputs.fingerprint(self._config)
         started = time.perf_counter()
-        if log is None:
-            log = ea.from_store(self._engine, self._cipher, customers_only=True)
-        report.seconds["read event log"] = time.perf_counter() - started
-        models = self._models(log, now, report, refit=refit, max_model_age=max_model_age)
-        population = predict_population(models, log, now)
+        inputs, frontier = self._inputs(now, fingerprint, report, full_read, chunk, on_progress)
+        report.seconds["read inputs"] = time.perf_counter() - started
+        history = inputs.log if log is None else log
+        models = self._models(history, now, report, refit=refit, max_model_age=max_model_age)
+        population = predict_population(models, history, now)
         report.seconds["predict"] = population.predict_seconds
         report.notes = [n for n in (population.ltv_note, population.churn_note) if n]
-        keys = self.patient_keys()
         started = time.perf_counter()
-        for start in range(0, len(keys), chunk):
-            self._chunk(keys[start : start + chunk], now, population, report)
+        raw = score_inputs(inputs, self._config, now, population)
+        report.seconds["score"] = time.perf_counter() - started
+        started = time.perf_counter()
+        self._count(report, raw)
+        changed = [int(i) for i in maybe_changed(raw, inputs.held)]
+        if changed:
+            with self._engine.begin() as conn:
+                mark_incomplete(conn)
+        for start in range(0, max(inputs.patients, 1), chunk):
+            self._write(inputs, raw, changed, start, start + chunk, now, report)
             if on_progress is not None:
-                on_progress(min(start + chunk, len(keys)), len(keys))
-        report.seconds["score and write"] = time.perf_counter() - started
+                done = min(start + chunk, inputs.patients)
+                on_progress("storing changed scores", done, inputs.patients)
+        report.seconds["write"] = time.perf_counter() - started
+        started = time.perf_counter()
+        with self._engine.begin() as conn:
+            save_inputs(
+                conn, self._cipher, inputs, frontier=frontier, fingerprint=fingerprint, now=now
+            )
+        report.seconds["keep inputs"] = time.perf_counter() - started
         return report
+
+    def _inputs(
+        self,
+        now: datetime,
+        fingerprint: str,
+        report: RunReport,
+        full_read: bool,
+        chunk: int,
+        on_progress: Progress | None,
+    ) -> tuple[RunInputs, int]:
+        """This run's inputs: the kept ones with the changed patients read again, or a full
+        read; and the log frontier to keep them with."""
+        frontier = log_frontier(self._engine)
+        live = self.patient_keys()
+        live_set = set(live)
+        stored: StoredInputs | None = None
+        why = "asked to (--full-read)"
+        if not full_read:
+            with self._engine.connect() as conn:
+                stored, why = load_inputs(conn, self._cipher, fingerprint)
+            if stored is not None and frontier is not None and frontier < stored.frontier:
+                stored, why = None, "the event log is behind them (a restored database?)"
+        keep: list[str] = []
+        if stored is not None:
+            with self._engine.connect() as conn:
+                changed = changed_since(conn, stored.frontier)
+            old = stored.inputs
+            reread_set = (changed | set(old.recheck) | (live_set - set(old.keys))) & live_set
+            keep = [k for k in old.keys if k in live_set and k not in reread_set]
+            reread = sorted(reread_set)
+            report.inputs_kept_at = stored.built_at
+        else:
+            reread = live
+            report.inputs_reason = why
+        with self._engine.connect() as conn:
+            pending = pending_keys(conn)  # before the profiles are read: see inputs_store
+        parts: list[RunInputs] = []
+        purpose = f"analytics run {report.run_id}"
+        for start in range(0, len(reread), chunk):
+            with self._engine.begin() as conn:
+                parts.append(
+                    read_inputs(
+                        conn,
+                        self._cipher,
+                        reread[start : start + chunk],
+                        self._config,
+                        actor=self._actor,
+                        purpose=purpose,
+                        at_us=to_micros(now),
+                        with_log=stored is not None,
+                    )
+                )
+            if on_progress is not None:
+                done = min(start + chunk, len(reread))
+                on_progress("reading changed patients", done, len(reread))
+        fresh = [(p, p.keys) for p in parts]
+        if stored is None:
+            whole = ea.from_store(self._engine, self._cipher, customers_only=True)
+            inputs = combine(fresh, log=ea.join([(whole, live)]))
+        else:
+            inputs = combine([(stored.inputs, keep), *fresh])
+        inputs.recheck = sorted(pending & set(inputs.keys))
+        report.inputs_read = len(reread)
+        kept_frontier = stored.frontier if stored is not None else 0
+        return inputs, kept_frontier if frontier is None else frontier
 
     def _models(
         self,
@@ -243,62 +321,95 @@ class ScoreRun:
         risk = scores["churn_risk"]
         return risk is not None and risk >= self._cutoff
 
-    def _chunk(
-        self, keys: list[str], now: datetime, population: PopulationScores, report: RunReport
+    def _count(self, report: RunReport, raw: FloatArray) -> None:
+        """The run's aggregates over every patient (display: numpy's rounding is enough)."""
+        report.patients = raw.shape[0]
+        shown = [np.round(raw[:, j], DIGITS[n]) for j, n in enumerate(SCORE_FIELDS)]
+        lead, engagement, _, ltv, pdc = shown
+        report.lead_sum = float(np.nansum(lead))
+        report.engagement_sum = float(np.nansum(engagement))
+        report.predicted_ltv_total = float(np.nansum(ltv))
+        risks = raw[:, 2][np.isfinite(raw[:, 2])].tolist()
+        report.customers = len(risks)
+        report.at_risk = sum(1 for r in risks if (rounded(r, "churn_risk") or 0) >= self._cutoff)
+        measured = pdc[np.isfinite(pdc)]
+        report.pdc_measured = int(measured.size)
+        report.pdc_adherent = int(np.count_nonzero(measured >= ADHERENT))
+
+    def _write(
+        self,
+        inputs: RunInputs,
+        raw: FloatArray,
+        changed: list[int],
+        start: int,
+        end: int,
+        now: datetime,
+        report: RunReport,
     ) -> None:
+        """Patients start..end: audit the use of their kept inputs, store the changed scores."""
         now_us = to_micros(now)
-        with self._engine.begin() as conn:
-            wanted = self._config.lead.profile_fields() | {SCORED_PHI}
-            read = read_profiles(conn, self._cipher, keys, wanted)  # once: scores and held
-            batch = score_batch(
-                conn, self._cipher, keys, now, self._config, actor=self._actor, profiles_read=read
+        keys = inputs.keys[start:end]
+        lo, hi = bisect_left(changed, start), bisect_left(changed, end)
+        rows: list[dict[str, Any]] = []
+        crossed: list[Event] = []
+        for i in changed[lo:hi]:
+            after = as_stored(raw[i])
+            before = {
+                n: (None if math.isnan(v) else v)
+                for n, v in zip(SCORE_FIELDS, inputs.held[i].tolist(), strict=True)
+            }
+            if after == before:
+                continue
+            key = inputs.keys[i]
+            rows.append(
+                {
+                    "patient_key": key,
+                    "scores": self._row(key, after, now_us, report.run_id),
+                    "updated_us": now_us,
+                }
             )
-            lead = batch.lead.score.tolist()
-            held = _held(read)
-            rows: list[dict[str, Any]] = []
-            crossed: list[Event] = []
-            for i, key in enumerate(batch.keys):
-                if key not in held:
-                    continue  # erased or merged since the list was read
-                patient_id, before = held[key]
-                after = scores_of(batch, lead, i, population)
-                _count(report, after, self._cutoff)
-                if after == before:
-                    report.unchanged += 1
-                    continue
-                rows.append(
-                    {
-                        "patient_key": key,
-                        "scores": self._row(key, after, now_us, report.run_id),
-                        "updated_us": now_us,
-                    }
+            inputs.held[i] = held_row(after)
+            if self._at_risk(after) != self._at_risk(before):
+                crossed.append(scored_event(inputs.patient_ids[i], key, after, now))
+        report.unchanged += len(keys) - len(rows)
+        if not keys:
+            return
+        entries = [
+            AuditEntry(
+                self._actor,
+                "read",
+                "analytics_inputs",
+                keys,
+                sorted(self._sealed_inputs()),
+                f"analytics run {report.run_id}",
+            )
+        ]
+        if rows:
+            entries.append(
+                AuditEntry(
+                    self._actor,
+                    "write",
+                    "profile_scores",
+                    [r["patient_key"] for r in rows],
+                    [*SCORE_FIELDS],
+                    f"analytics run {report.run_id}, models {report.model_id}",
                 )
-                if self._at_risk(after) != self._at_risk(before):
-                    crossed.append(scored_event(patient_id, key, after, now))
+            )
+        with self._engine.begin() as conn:
+            append_audit(conn, entries, at_us=now_us)
             if not rows:
                 return
             upsert_rows_fast(conn, profile_scores, rows, ["patient_key"], ["scores", "updated_us"])
-            written = [r["patient_key"] for r in rows]
-            append_audit(
-                conn,
-                [
-                    AuditEntry(
-                        self._actor,
-                        "write",
-                        "profile_scores",
-                        written,
-                        [*SCORE_FIELDS],
-                        f"analytics run {report.run_id}, models {report.model_id}",
-                    )
-                ],
-                at_us=now_us,
-            )
             if self._on_written is not None:
-                self._on_written(conn, written, now_us)
+                self._on_written(conn, [r["patient_key"] for r in rows], now_us)
             report.written += len(rows)
             if crossed:
                 stored = self._intake.store_in(conn, crossed, source="analytics", actor=self._actor)
                 report.stage_events += stored.accepted
+
+    def _sealed_inputs(self) -> set[str]:
+        """The PHI the kept inputs hold: the lead rules' fields, medications, supplies."""
+        return {*self._config.lead.profile_fields(), "medication", "days_supply", SCORED_PHI}
 
     def _row(self, key: str, scores: dict[str, float | None], now_us: int, run_id: str) -> str:
         adherence = scores[SCORED_PHI]
@@ -313,19 +424,6 @@ class ScoreRun:
         ).decode()
 
 
-def _count(report: RunReport, s: dict[str, float | None], cutoff: float) -> None:
-    report.patients += 1
-    report.lead_sum += s["lead_score"] or 0.0
-    report.engagement_sum += s["engagement_score"] or 0.0
-    if s["churn_risk"] is not None:
-        report.customers += 1
-        report.at_risk += s["churn_risk"] >= cutoff
-    report.predicted_ltv_total += s["predicted_ltv"] or 0.0
-    if s["adherence_pdc"] is not None:
-        report.pdc_measured += 1
-        report.pdc_adherent += s["adherence_pdc"] >= ADHERENT
-
-
 def headline(report: RunReport) -> list[tuple[str, str]]:
     """The numbers a growth team reads first, as (label, value) rows."""
 
@@ -338,8 +436,13 @@ def headline(report: RunReport) -> list[tuple[str, str]]:
         models = f"stored fit of {report.model_fitted_at:%Y-%m-%d %H:%M} UTC"
     else:
         models = "-"
+    if report.inputs_reason is not None:
+        inputs = f"all {report.inputs_read:,} read ({report.inputs_reason})"
+    else:
+        inputs = f"{report.inputs_read:,} read again, the rest kept from the last run"
     return [
         ("patients scored", f"{report.patients:,}"),
+        ("patients read from the store", inputs),
         ("value and churn models", models),
         ("scores changed (rows written)", f"{report.written:,}"),
         ("crossed the at-risk cutoff (stage events)", f"{report.stage_events:,}"),

@@ -18,3 +18,18 @@ analytics_models = Table(
     Column("summary", Text, nullable=False),  # JSON: notes, counts, fit seconds, library versions
     Column("sealed", LargeBinary, nullable=False),
 )
+
+# What the last `analytics run` read, kept for the next one (`analytics/run_inputs.py`): every
+# live patient's scored events, fills, the lead rules' profile fields, the customers' history and
+# the numbers written, as columns, pickled and sealed under the data key (it holds PHI: dates of
+# birth, medications, amounts). One row; `frontier` is the event seq up to which it has seen the
+# log. An erasure, a retention run and a projection rebuild delete it; the next run reads again.
+analytics_inputs = Table(
+    "analytics_inputs",
+    metadata,
+    Column("inputs_id", String(40), primary_key=True),
+    Column("built_us", BigInteger, nullable=False),
+    Column("frontier", BigInteger, nullable=False),
+    Column("summary", Text, nullable=False),  # JSON: format, config fingerprint, counts, complete
+    Column("sealed", LargeBinary, nullable=False),
+)

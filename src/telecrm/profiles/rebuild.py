@@ -12,6 +12,7 @@ from collections.abc import Callable
 import orjson
 from sqlalchemy import Engine, delete, insert, literal, select, update
 
+from telecrm.analytics.tables import analytics_inputs
 from telecrm.domain.clock import Clock, to_micros
 from telecrm.ingest.tables import events, pending_patients
 from telecrm.profiles.codec import decode
@@ -71,6 +72,7 @@ def rebuild_projection(
         conn.execute(delete(stage_transitions))
         conn.execute(delete(profiles))
         conn.execute(delete(pending_patients))
+        conn.execute(delete(analytics_inputs))  # profile fields may fold differently
         conn.execute(update(events).values(processed=False))
         conn.execute(
             insert(pending_patients).from_select(

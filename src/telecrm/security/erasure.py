@@ -24,6 +24,7 @@ from datetime import datetime
 import orjson
 from sqlalchemy import Connection, Engine, delete, func, select
 
+from telecrm.analytics.tables import analytics_inputs
 from telecrm.domain.clock import to_micros
 from telecrm.domain.events import parse_event
 from telecrm.ingest.intake import EventIntake
@@ -111,6 +112,7 @@ def request_erasure(
         conn.execute(delete(stage_transitions).where(stage_transitions.c.patient_key == key))
         conn.execute(delete(profiles).where(profiles.c.patient_key == key))
         conn.execute(delete(profile_scores).where(profile_scores.c.patient_key == key))
+        conn.execute(delete(analytics_inputs))  # it holds this patient's PHI: runs read again
         append_audit(
             conn,
             [AuditEntry(actor, "erase", "patient", [key], [], reason)],

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Table, delete, func, select
 
+from telecrm.analytics.tables import analytics_inputs
 from telecrm.domain.clock import from_micros
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.errors import SecurityError
@@ -127,6 +128,7 @@ def prune_inactive_patients(
             done = conn.execute(delete(table).where(table.c.patient_key.in_(part)))
             rows[table.name] = rows.get(table.name, 0) + int(done.rowcount or 0)
         conn.execute(delete(events).where(events.c.patient_key.in_(part)))
+        conn.execute(delete(analytics_inputs))  # it holds these patients' data
         anon_ids = [k[5:] for k in part if k.startswith("anon:")]
         ids = [k for k in part if not k.startswith("anon:")]
         for table, condition in (

@@ -1,0 +1,174 @@
+"""Keeping a run's inputs for the next run: sealed, with the point of the event log they cover.
+
+`analytics run` stores its `RunInputs` (pickled, sealed with AES-256-GCM under the data key, as
+the model fits are: a row altered without the key is refused before it is unpickled) with the
+log's *frontier*: the highest event seq such that every event at or below it was visible when the
+run read. The next run re-reads only the patients with an event above the frontier, the ones
+whose profile was not yet folded when read (`recheck`), and patients new to the live set; it takes
+everyone else's columns as stored.
+
+The inputs hold PHI (dates of birth, medications, amounts), so whatever removes a patient's data
+(an erasure, a retention run) or rebuilds the profiles deletes them (`forget_inputs`), and the
+next run reads everyone again. Rows are marked incomplete while a run writes scores, so a run
+that stopped half-way leaves inputs the next run will not trust.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+
+from telecrm.analytics.model_store import library_versions
+from telecrm.analytics.run_inputs import RunInputs
+from telecrm.analytics.tables import analytics_inputs
+from telecrm.domain.clock import from_micros, to_micros
+from telecrm.ingest.tables import events, pending_patients
+from telecrm.security.envelope import FieldCipher
+from telecrm.security.errors import DecryptionFailed, SecurityError, UnknownDataKey
+
+FIELD = "analytics_inputs"
+_unpickle = pickle.loads  # bound once: a test watching the model store's unpickling sees only that
+FRONTIER_WAIT_S = 10.0  # PostgreSQL: how long to wait for transactions older than the read
+
+
+class StoredInputsRejected(SecurityError):
+    def __init__(self, inputs_id: str) -> None:
+        super().__init__(
+            f"the stored analytics inputs {inputs_id} do not open: they were altered; nothing "
+            "was loaded from them. Run `telecrm analytics run --full-read` to read the store again"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInputs:
+    inputs_id: str
+    built_at: datetime
+    frontier: int
+    inputs: RunInputs
+
+
+def save_inputs(
+    conn: Connection,
+    cipher: FieldCipher,
+    inputs: RunInputs,
+    *,
+    frontier: int,
+    fingerprint: str,
+    now: datetime,
+) -> str:
+    """Store `inputs` as the only row (in the caller's transaction); its id."""
+    inputs_id = "in_" + uuid.uuid4().hex[:12]
+    summary = {
+        "fingerprint": fingerprint,
+        "versions": library_versions(),
+        "complete": True,
+        "patients": inputs.patients,
+        "events": int(inputs.events.patient.size),
+        "fills": int(inputs.fill_patient.size),
+        "customers": inputs.log.patients,
+    }
+    sealed = cipher.encrypt(
+        pickle.dumps(inputs, protocol=pickle.HIGHEST_PROTOCOL), record_id=inputs_id, field=FIELD
+    )
+    conn.execute(delete(analytics_inputs))
+    conn.execute(
+        insert(analytics_inputs).values(
+            inputs_id=inputs_id,
+            built_us=to_micros(now),
+            frontier=frontier,
+            summary=orjson.dumps(summary).decode(),
+            sealed=sealed,
+        )
+    )
+    return inputs_id
+
+
+def load_inputs(
+    conn: Connection, cipher: FieldCipher, fingerprint: str
+) -> tuple[StoredInputs | None, str]:
+    """The stored inputs if this run may build on them, else None and why not."""
+    row = conn.execute(select(analytics_inputs).limit(1)).first()
+    if row is None:
+        return None, "no inputs were kept"
+    summary: dict[str, Any] = orjson.loads(row.summary)
+    if summary.get("fingerprint") != fingerprint:
+        return None, "the scoring rules read other event types or profile fields"
+    if summary.get("versions") != library_versions():
+        return None, "they were kept with other library versions"
+    if not summary.get("complete"):
+        return None, "the run that kept them stopped before it finished"
+    try:
+        raw = cipher.decrypt(bytes(row.sealed), record_id=row.inputs_id, field=FIELD)
+    except UnknownDataKey:
+        return None, "they were sealed under a data key this process does not hold"
+    except DecryptionFailed:
+        raise StoredInputsRejected(row.inputs_id) from None
+    inputs = _unpickle(raw)  # noqa: S301 - authenticated above
+    if not isinstance(inputs, RunInputs):
+        raise StoredInputsRejected(row.inputs_id)
+    return StoredInputs(row.inputs_id, from_micros(row.built_us), row.frontier, inputs), ""
+
+
+def mark_incomplete(conn: Connection) -> None:
+    """Before a run writes scores: the kept `held` numbers are about to go stale."""
+    for row in conn.execute(select(analytics_inputs.c.inputs_id, analytics_inputs.c.summary)):
+        summary = {**orjson.loads(row.summary), "complete": False}
+        conn.execute(
+            update(analytics_inputs)
+            .where(analytics_inputs.c.inputs_id == row.inputs_id)
+            .values(summary=orjson.dumps(summary).decode())
+        )
+
+
+def forget_inputs(conn: Connection) -> None:
+    """Delete the kept inputs (an erasure, a retention run, a rebuild): the next run reads all."""
+    conn.execute(delete(analytics_inputs))
+
+
+def log_frontier(engine: Engine, *, wait_s: float = FRONTIER_WAIT_S) -> int | None:
+    """The highest event seq with every event at or below it visible now, or None if PostgreSQL
+    transactions older than this call were still open after `wait_s` (then nothing is trusted).
+
+    SQLite writes one transaction at a time, so seqs commit in order. PostgreSQL hands out seqs
+    when rows are inserted, and an intake may commit after one that took a higher seq: the
+    frontier is the highest seq visible now once every transaction open at this moment ended."""
+    with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        horizon = int(
+            conn.execute(
+                text("select pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+            ).scalar_one()
+        )
+        frontier = int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+        deadline = time.monotonic() + wait_s
+        while True:
+            oldest = int(
+                conn.execute(
+                    text("select pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                ).scalar_one()
+            )
+            if oldest >= horizon:
+                return frontier
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)  # an intake transaction takes milliseconds
+
+
+def changed_since(conn: Connection, frontier: int) -> set[str]:
+    """Patients with an event above `frontier`."""
+    query = select(events.c.patient_key).where(events.c.seq > frontier).distinct()
+    return set(conn.execute(query).scalars())
+
+
+def pending_keys(conn: Connection) -> set[str]:
+    """Patients with events the projection has not folded yet."""
+    return set(conn.execute(select(pending_patients.c.patient_key)).scalars())

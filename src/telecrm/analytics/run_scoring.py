@@ -1,0 +1,103 @@
+"""Every patient's five numbers from a run's inputs at once, and which of them changed.
+
+The same vectorised functions the chunked scoring calls (`lead_points`, `engagement_scores`,
+`pdc_table`, the population models' predictions), over all patients' columns in one go: per
+patient, a score depends only on that patient's rows, so scoring everyone at once gives the
+numbers scoring them chunk by chunk gives.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from telecrm.analytics.adherence import MeasurementPeriod, pdc_table
+from telecrm.analytics.engagement import engagement_scores
+from telecrm.analytics.lead_score import lead_points
+from telecrm.analytics.population import PopulationScores
+from telecrm.analytics.run_inputs import SCORE_FIELDS, RunInputs
+from telecrm.analytics.scoring_config import ScoringConfig
+
+FloatArray = npt.NDArray[np.float64]
+DIGITS = {
+    "lead_score": 1,
+    "engagement_score": 1,
+    "churn_risk": 3,
+    "predicted_ltv": 2,
+    "adherence_pdc": 3,
+}
+_HALF_UNIT = np.array([0.5 * 10.0 ** -DIGITS[n] for n in SCORE_FIELDS])
+
+
+def rounded(value: float | None, name: str) -> float | None:
+    """As stored and sent: rounded, and None for anything not finite."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), DIGITS[name])
+
+
+def mean_pdc(inputs: RunInputs, period: MeasurementPeriod) -> FloatArray:
+    """Per patient: the mean PDC over their medications measured in `period`, NaN if none."""
+    n = inputs.patients
+    stride = len(inputs.medications) + 1
+    group_key = inputs.fill_patient * stride + inputs.fill_medication
+    groups, group = np.unique(group_key, return_inverse=True)
+    table = pdc_table(len(groups), group.ravel(), inputs.fill_day, inputs.fill_supply, period)
+    pdc = table.pdc
+    owner = groups // stride
+    measured = ~np.isnan(pdc)
+    total = np.bincount(owner[measured], weights=pdc[measured], minlength=n)
+    count = np.bincount(owner[measured], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def score_inputs(
+    inputs: RunInputs, config: ScoringConfig, now: datetime, population: PopulationScores
+) -> FloatArray:
+    """(patients, 5) in `SCORE_FIELDS` order, unrounded; NaN where a score is empty."""
+    n = inputs.patients
+    adherence = mean_pdc(inputs, MeasurementPeriod.trailing(now.date()))
+    lead = lead_points(config.lead, inputs.fit_columns(), inputs.events, now).score
+    engagement = engagement_scores(
+        config.engagement,
+        inputs.events,
+        now,
+        features_used=inputs.features_used.tolist(),
+        adherence=adherence.tolist(),
+    ).score
+    position = {k: i for i, k in enumerate(inputs.keys)}
+    churn = np.full(n, np.nan)
+    for key, risk in population.churn.items():
+        i = position.get(key)
+        if i is not None:
+            churn[i] = risk
+    ltv = np.full(n, 0.0 if population.ltv_fitted else np.nan)
+    for key, value in population.ltv.items():
+        i = position.get(key)
+        if i is not None:
+            ltv[i] = value
+    return np.column_stack([lead, engagement, churn, ltv, adherence]).astype(np.float64)
+
+
+def as_stored(row: FloatArray) -> dict[str, float | None]:
+    """One patient's five numbers as stored and sent."""
+    return {name: rounded(float(v), name) for name, v in zip(SCORE_FIELDS, row, strict=True)}
+
+
+def maybe_changed(raw: FloatArray, held: FloatArray) -> npt.NDArray[np.intp]:
+    """Patients whose rounded numbers may differ from `held` (a superset: the caller compares
+    the exactly rounded values). A number within half a unit of the held one, less a margin for
+    float error, rounds to it; a number and an empty one, or two empties, are decided here."""
+    empty_now, empty_held = ~np.isfinite(raw), np.isnan(held)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(raw - held) < _HALF_UNIT - 1e-9
+    same = (empty_now & empty_held) | (~empty_now & ~empty_held & close)
+    return np.flatnonzero(~same.all(axis=1))
+
+
+def held_row(scores: dict[str, float | None]) -> list[float]:
+    return [np.nan if scores[n] is None else float(scores[n]) for n in SCORE_FIELDS]  # type: ignore[arg-type]
