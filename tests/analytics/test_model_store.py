@@ -20,14 +20,8 @@ from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
 from telecrm.profiles.tables import profile_scores
 from telecrm.security.audit import audit_rows
-from telecrm.simulate import Simulation
-from tests.analytics.test_score_run import NOW, SIM, command_app, ingest, score_run
+from tests.analytics.test_score_run import NOW, command_app, ingest, score_run
 from tests.support.builders import customer_journey, registration
-
-
-@pytest.fixture(scope="module")
-def simulated() -> list[dict[str, object]]:
-    return [e for e in Simulation(SIM).events() if e["patient"].get("id")]
 
 
 def stored_fits(runtime: Runtime) -> list[str]:

@@ -32,7 +32,7 @@ from telecrm.profiles.rebuild import projection_digest, rebuild_projection
 from telecrm.profiles.tables import profile_rows, profile_scores, profiles, stage_transitions
 from telecrm.security.audit import audit_rows
 from telecrm.security.erasure import request_erasure
-from telecrm.simulate import Simulation, SimulationConfig
+from telecrm.simulate import SimulationConfig
 from telecrm.sync.mapping import load_mapping
 from telecrm.sync.planner import desired_records, mark_dirty
 from telecrm.sync.tables import sync_dirty
@@ -43,11 +43,6 @@ SIM = SimulationConfig(patients=600, months=12, seed=7, start=date(2025, 1, 1), 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CUTOFF = 0.7
 CONFIG = load_scoring_config(None)
-
-
-@pytest.fixture(scope="module")
-def simulated() -> list[dict[str, object]]:
-    return [e for e in Simulation(SIM).events() if e["patient"].get("id")]
 
 
 def ingest(runtime: Runtime, clock: FrozenClock, wire: list[dict[str, object]]) -> None:

@@ -110,7 +110,7 @@ def load_inputs(
         return None, "they were sealed under a data key this process does not hold"
     except DecryptionFailed:
         raise StoredInputsRejected(row.inputs_id) from None
-    inputs = _unpickle(raw)  # noqa: S301 - authenticated above
+    inputs = _unpickle(raw)
     if not isinstance(inputs, RunInputs):
         raise StoredInputsRejected(row.inputs_id)
     return StoredInputs(row.inputs_id, from_micros(row.built_us), row.frontier, inputs), ""

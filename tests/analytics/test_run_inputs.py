@@ -1,0 +1,219 @@
+"""`analytics run` keeps its inputs and reads again only what changed: the kept-and-updated
+inputs must be exactly what a full read gives (the full read is the oracle), and whatever could
+make them wrong (an erasure, a rebuild, other rules, an altered row, a profile not yet folded)
+makes the next run read everything or that patient again. Both databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, update
+
+from telecrm.analytics import run_inputs
+from telecrm.analytics.inputs_store import StoredInputsRejected, load_inputs
+from telecrm.analytics.run_inputs import RunInputs, combine
+from telecrm.analytics.scoring_config import ScoringConfig
+from telecrm.analytics.tables import analytics_inputs
+from telecrm.bootstrap import Runtime
+from telecrm.domain.clock import FrozenClock
+from telecrm.domain.events import parse_event
+from telecrm.ingest.tables import events
+from telecrm.profiles.rebuild import rebuild_projection
+from telecrm.security.erasure import request_erasure
+from tests.analytics.test_model_store import scores_table
+from tests.analytics.test_score_run import CONFIG, NOW, ingest, score_run
+
+SPLIT = "2025-12-01"  # events from here on arrive after the first run
+
+
+def accept(runtime: Runtime, wire: list[dict[str, Any]], *, fold: bool = True) -> None:
+    parsed = [parse_event(e, now=NOW) for e in wire]
+    for start in range(0, len(parsed), 2000):
+        runtime.intake().accept(
+            parsed[start : start + 2000], source="import", actor="test", unknown_patients="skip"
+        )
+    if fold:
+        runtime.worker().drain(1000)
+
+
+def kept(runtime: Runtime, config: ScoringConfig = CONFIG) -> RunInputs:
+    with runtime.engine.connect() as conn:
+        stored, why = load_inputs(conn, runtime.cipher(), run_inputs.fingerprint(config))
+    assert stored is not None, why
+    return stored.inputs
+
+
+def scored(runtime: Runtime) -> set[str]:
+    """Patients with an `analytics.scored` event (a run's at-risk crossings)."""
+    with runtime.engine.connect() as conn:
+        query = select(events.c.patient_key).where(events.c.type == "analytics.scored")
+        return set(conn.execute(query).scalars())
+
+
+def comparable(inputs: RunInputs) -> dict[str, Any]:
+    """Every column in a form == compares (codes and indices resolved to what they stand for)."""
+    log = inputs.log
+    return {
+        "keys": inputs.keys,
+        "ids": inputs.patient_ids,
+        "fit": inputs.fit_columns(),
+        "features": inputs.features_used.tolist(),
+        "held": np.nan_to_num(inputs.held, nan=-1.0).tolist(),
+        "events": list(
+            zip(
+                inputs.events.patient.tolist(),
+                inputs.events.type_code.tolist(),
+                inputs.events.occurred_us.tolist(),
+                strict=True,
+            )
+        ),
+        "fills": sorted(
+            zip(
+                inputs.fill_patient.tolist(),
+                [inputs.medications[m] for m in inputs.fill_medication.tolist()],
+                inputs.fill_day.tolist(),
+                inputs.fill_supply.tolist(),
+                strict=True,
+            )
+        ),
+        "log_keys": [str(k) for k in log.keys],
+        "log": [
+            (p, k, t, -1.0 if np.isnan(a) else a, -1.0 if np.isnan(e) else e, s)
+            for p, k, t, a, e, s in zip(
+                log.patient.tolist(),
+                log.kind.tolist(),
+                log.t.tolist(),
+                log.amount.tolist(),
+                log.ends.tolist(),
+                [None if s < 0 else str(log.subscriptions[s]) for s in log.sub.tolist()],
+                strict=True,
+            )
+        ],
+    }
+
+
+def test_a_run_on_kept_inputs_equals_a_full_read(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    early = [e for e in simulated if str(e["occurred_at"]) < SPLIT]
+    late = [e for e in simulated if str(e["occurred_at"]) >= SPLIT]
+    ingest(runtime, clock, early)
+    run = score_run(runtime)
+    first = run.run(clock.now())
+    assert first.inputs_reason == "no inputs were kept" and first.inputs_read == first.patients
+    accept(runtime, late)  # a month of history for some patients, and new patients
+    # Read again: patients with new events, the first run's own at-risk crossings among them.
+    touched = {str(e["patient"]["id"]) for e in late} | scored(runtime)
+    clock.advance(timedelta(days=1))
+    daily = run.run(clock.now())
+    assert daily.inputs_reason is None
+    assert 0 < daily.inputs_read < daily.patients
+    assert daily.inputs_read == len(touched & set(kept(runtime).keys))
+    incremental = comparable(kept(runtime))
+    before = scores_table(runtime)
+    full = run.run(clock.now(), full_read=True)
+    assert full.inputs_reason == "asked to (--full-read)" and full.inputs_read == full.patients
+    assert comparable(kept(runtime)) == incremental  # the same inputs, column for column
+    assert full.written == 0 and scores_table(runtime) == before  # hence the same scores
+
+
+def test_a_profile_not_yet_folded_is_read_again_once_it_is(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    early = [e for e in simulated if str(e["occurred_at"]) < SPLIT]
+    late = [e for e in simulated if str(e["occurred_at"]) >= SPLIT]
+    ingest(runtime, clock, early)
+    run = score_run(runtime)
+    run.run(clock.now())
+    accept(runtime, late, fold=False)  # the projection has not caught up when the run reads
+    clock.advance(timedelta(days=1))
+    run.run(clock.now())
+    stale = set(kept(runtime).recheck)
+    assert stale and stale <= {str(e["patient"]["id"]) for e in late} | scored(runtime)
+    runtime.worker().drain(1000)
+    again = run.run(clock.now())  # no new event, but the folds are read now
+    assert again.inputs_read >= len(stale) and kept(runtime).recheck == []
+    assert run.run(clock.now(), full_read=True).written == 0
+
+
+def test_an_erasure_or_a_rebuild_forgets_the_kept_inputs(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    ingest(runtime, clock, simulated)
+    run = score_run(runtime)
+    run.run(clock.now())
+    erased = kept(runtime).keys[0]
+    request_erasure(
+        runtime.engine,
+        runtime.intake(),
+        runtime.blind_index(),
+        erased,
+        cipher=runtime.cipher(),
+        reason="test",
+        actor="test",
+        now=clock.now(),
+    )
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(analytics_inputs)).first() is None  # its PHI went too
+    runtime.worker().drain(1000)
+    after = run.run(clock.now())
+    assert after.inputs_reason == "no inputs were kept" and erased not in kept(runtime).keys
+    rebuild_projection(runtime.engine, runtime.worker(), clock)
+    assert run.run(clock.now()).inputs_reason == "no inputs were kept"
+
+
+def test_other_rules_or_an_altered_row_are_not_built_on(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    ingest(runtime, clock, simulated)
+    run = score_run(runtime)
+    run.run(clock.now())
+    inputs = kept(runtime)
+    with runtime.engine.connect() as conn:
+        sealed = bytes(conn.execute(select(analytics_inputs.c.sealed)).scalar_one())
+    medication = inputs.medications[0]
+    born = next(v for v in inputs.fit["date_of_birth"].book if v)
+    assert medication.encode() not in sealed and str(born).encode() not in sealed
+    fewer = CONFIG.lead.model_copy(update={"behaviour": CONFIG.lead.behaviour[:1]})
+    other = CONFIG.model_copy(update={"lead": fewer})
+    assert "other event types" in score_run_with(runtime, other).run(clock.now()).inputs_reason
+    altered = sealed[:200] + bytes([sealed[200] ^ 1]) + sealed[201:]
+    run.run(clock.now())
+    with runtime.engine.begin() as conn:
+        conn.execute(update(analytics_inputs).values(sealed=altered))
+    with pytest.raises(StoredInputsRejected) as refused:
+        run.run(clock.now())
+    assert "--full-read" in str(refused.value)
+    assert run.run(clock.now(), full_read=True).inputs_reason == "asked to (--full-read)"
+
+
+def score_run_with(runtime: Runtime, config: ScoringConfig) -> Any:
+    from telecrm.analytics.score_run import ScoreRun
+
+    return ScoreRun(
+        runtime.engine, runtime.cipher(), runtime.intake(), config, churn_risk_cutoff=0.7
+    )
+
+
+@pytest.fixture
+def whole(runtime: Runtime, clock: FrozenClock, simulated: list) -> RunInputs:
+    ingest(runtime, clock, simulated[:4000])
+    score_run(runtime).run(clock.now())
+    return kept(runtime)
+
+
+def test_combining_any_split_of_the_patients_gives_the_whole_back(whole: RunInputs) -> None:
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.booleans(), min_size=whole.patients, max_size=whole.patients))
+    def check(sides: list[bool]) -> None:
+        left = [k for k, side in zip(whole.keys, sides, strict=True) if side]
+        right = [k for k, side in zip(whole.keys, sides, strict=True) if not side]
+        again = combine([(whole, right), (whole, left)])
+        assert comparable(again) == comparable(whole)
+
+    check()
