@@ -287,17 +287,21 @@ def canonical(log: EventArrays) -> EventArrays:
 
 
 def join(parts: Sequence[tuple[EventArrays, Sequence[str]]]) -> EventArrays:
-    """One history from parts, each with the patients to take from it (in one part only;
-    a patient missing from its part's history bought nothing and is left out)."""
-    owned = [({str(k): i for i, k in enumerate(log.keys)}, log, ks) for log, ks in parts]
-    keys = sorted(k for own, _, ks in owned for k in ks if k in own)
-    position = {k: i for i, k in enumerate(keys)}
+    """One history from parts, each with the patients to take from it (sorted, in one part
+    only; a patient missing from its part's history bought nothing and is left out)."""
+    found = []
+    for log, ks in parts:
+        wanted = np.asarray(ks, dtype=str)
+        at = locate(log.keys, wanted)
+        found.append((log, at[at >= 0], wanted[at >= 0]))
+    keys = np.sort(np.concatenate([w for _, _, w in found] or [np.zeros(0, dtype=str)]))
+    if not keys.size:
+        return empty()
     subs: dict[Any, int] = {}
     cols: dict[str, list[np.ndarray]] = {n: [] for n in ("p", "kind", "t", "amount", "ends", "sub")}
-    for own, log, ks in owned:
-        take = [k for k in ks if k in own]
+    for log, src, wanted in found:
         new_of = np.full(log.patients, -1, dtype=np.int64)
-        new_of[[own[k] for k in take]] = [position[k] for k in take]
+        new_of[src] = np.searchsorted(keys, wanted)
         moved = new_of[log.patient]
         keep = moved >= 0
         remap = np.asarray([subs.setdefault(s, len(subs)) for s in log.subscriptions], np.int64)
@@ -308,10 +312,8 @@ def join(parts: Sequence[tuple[EventArrays, Sequence[str]]]) -> EventArrays:
         cols["amount"].append(log.amount[keep])
         cols["ends"].append(log.ends[keep])
         cols["sub"].append(np.where(sub >= 0, remap[np.maximum(sub, 0)] if remap.size else -1, -1))
-    if not keys:
-        return empty()
     return EventArrays(
-        keys=np.asarray(keys, dtype=object),
+        keys=keys.astype(object),
         patient=np.concatenate(cols["p"]).astype(np.int64),
         kind=np.concatenate(cols["kind"]).astype(np.int8),
         t=np.concatenate(cols["t"]).astype(np.float64),
@@ -320,3 +322,15 @@ def join(parts: Sequence[tuple[EventArrays, Sequence[str]]]) -> EventArrays:
         sub=np.concatenate(cols["sub"]).astype(np.int64),
         subscriptions=np.asarray(list(subs), dtype=object),
     )
+
+
+def locate(
+    sorted_keys: Sequence[str] | np.ndarray, wanted: Sequence[str] | np.ndarray
+) -> np.ndarray:
+    """Positions of `wanted` in `sorted_keys`, -1 where absent (numpy, no dict of keys)."""
+    haystack = np.asarray(sorted_keys).astype(str)
+    needles = np.asarray(wanted).astype(str)
+    if not haystack.size or not needles.size:
+        return np.full(needles.size, -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(haystack, needles), haystack.size - 1)
+    return np.where(haystack[at] == needles, at, -1).astype(np.int64)

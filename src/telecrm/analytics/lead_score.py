@@ -127,17 +127,43 @@ def lead_points(
     config: LeadConfig, profiles: ProfileColumns, events: EventTable, now: datetime
 ) -> LeadPoints:
     """Every patient's points per rule: the vectorised form of `lead_score`."""
-    n, today, now_us = events.patients, now.date(), to_micros(now)
+    n, today = events.patients, now.date()
     rows: list[FloatArray] = []
     for fit_rule in config.fit:
         hit = _fit_matches(fit_rule, profiles, n, today)
         rows.append(np.where(hit, float(fit_rule.points), 0.0))
+    return _with_behaviour(config, rows, events, now)
+
+
+def lead_points_coded(
+    config: LeadConfig,
+    coded: Mapping[str, tuple[npt.NDArray[np.int64], Sequence[Any]]],
+    events: EventTable,
+    now: datetime,
+) -> LeadPoints:
+    """`lead_points` with each profile field given as codes into its distinct values: a fit rule
+    is tested once per distinct value (a million patients have a few thousand birth dates)."""
+    today = now.date()
+    rows: list[FloatArray] = []
+    for fit_rule in config.fit:
+        name = "date_of_birth" if fit_rule.field == "age" else fit_rule.field
+        # A field nobody has a value for: everyone holds None.
+        codes, book = coded.get(name, (np.zeros(events.patients, dtype=np.int64), [None]))
+        hit = _fit_matches(fit_rule, {name: book}, len(book), today)[codes]
+        rows.append(np.where(hit, float(fit_rule.points), 0.0))
+    return _with_behaviour(config, rows, events, now)
+
+
+def _with_behaviour(
+    config: LeadConfig, rows: list[FloatArray], events: EventTable, now: datetime
+) -> LeadPoints:
+    now_us = to_micros(now)
     for rule in config.behaviour:
         counts = events.decayed_counts(
             rule.event, now_us, config.behaviour_half_life_days, max_per_day=rule.max_per_day
         )
         rows.append(counts * rule.points)
-    points = np.vstack(rows) if rows else np.zeros((0, n))
+    points = np.vstack(rows) if rows else np.zeros((0, events.patients))
     return LeadPoints(config.rule_names, len(config.fit), points)
 
 

@@ -204,13 +204,14 @@ def _canonical_events(table: EventTable) -> EventTable:
 def combine(
     parts: Sequence[tuple[RunInputs, Sequence[str]]], log: ea.EventArrays | None = None
 ) -> RunInputs:
-    """One set of inputs from parts, each with the keys to take from it (a key in one part
-    only); `log`: the customers' history when read apart (a full read), else the parts' logs."""
-    taken = [(p, sorted(set(ks))) for p, ks in parts]
-    keys = sorted(k for _, ks in taken for k in ks)
-    position = {k: i for i, k in enumerate(keys)}
+    """One set of inputs from parts, each with the keys to take from it (sorted, each in one
+    part only); `log`: the customers' history when read apart (a full read), else the parts'."""
+    keys_arr = np.sort(
+        np.concatenate([np.asarray(ks, dtype=str) for _, ks in parts] or [np.zeros(0, dtype=str)])
+    )
+    keys: list[str] = keys_arr.tolist()
     n = len(keys)
-    patient_ids: list[str] = [""] * n
+    patient_ids = np.empty(n, dtype=object)
     features = np.zeros(n, dtype=np.int64)
     held = np.full((n, 5), np.nan)
     ev_p, ev_t, ev_us = [], [], []
@@ -218,14 +219,12 @@ def combine(
     medications: dict[str, int] = {}
     fit_parts: dict[str, list[tuple[Codes, IntArray]]] = {}
     recheck: list[str] = []
-    for part, ks in taken:
-        own = {k: i for i, k in enumerate(part.keys)}
-        src = np.asarray([own[k] for k in ks], dtype=np.int64)
-        dst = np.asarray([position[k] for k in ks], dtype=np.int64)
+    for part, ks in parts:
+        src = ea.locate(part.keys, ks)
+        dst = ea.locate(keys_arr, ks)
         new_of = np.full(part.patients, -1, dtype=np.int64)
         new_of[src] = dst
-        for s, d in zip(src.tolist(), dst.tolist(), strict=True):
-            patient_ids[d] = part.patient_ids[s]
+        patient_ids[dst] = np.asarray(part.patient_ids, dtype=object)[src]
         features[dst] = part.features_used[src]
         held[dst] = part.held[src]
         for name, codes in part.fit.items():
@@ -244,8 +243,11 @@ def combine(
         fm.append(remap[part.fill_medication[keep]] if keep.any() else part.fill_medication[keep])
         fd.append(part.fill_day[keep])
         fs.append(part.fill_supply[keep])
-        wanted = set(ks)
-        recheck.extend(k for k in part.recheck if k in wanted)
+        if part.recheck:
+            at = ea.locate(part.keys, part.recheck)
+            recheck.extend(
+                k for k, i in zip(part.recheck, at.tolist(), strict=True) if new_of[i] >= 0
+            )
     cat = np.concatenate
     events = _canonical_events(
         EventTable(
@@ -256,10 +258,10 @@ def combine(
         )
     )
     if log is None:
-        log = ea.join([(p.log, ks) for p, ks in taken])
+        log = ea.join([(p.log, ks) for p, ks in parts])
     return RunInputs(
         keys=keys,
-        patient_ids=patient_ids,
+        patient_ids=patient_ids.tolist(),
         fit={name: Codes.join(ps, n) for name, ps in fit_parts.items()},
         features_used=features,
         held=held,

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from telecrm.analytics.adherence import MeasurementPeriod, pdc_table
 from telecrm.analytics.engagement import engagement_scores
-from telecrm.analytics.lead_score import lead_points
+from telecrm.analytics.lead_score import lead_points_coded
 from telecrm.analytics.population import PopulationScores
 from telecrm.analytics.run_inputs import SCORE_FIELDS, RunInputs
 from telecrm.analytics.scoring_config import ScoringConfig
@@ -61,7 +61,8 @@ def score_inputs(
     """(patients, 5) in `SCORE_FIELDS` order, unrounded; NaN where a score is empty."""
     n = inputs.patients
     adherence = mean_pdc(inputs, MeasurementPeriod.trailing(now.date()))
-    lead = lead_points(config.lead, inputs.fit_columns(), inputs.events, now).score
+    coded = {name: (c.codes, c.book) for name, c in inputs.fit.items()}
+    lead = lead_points_coded(config.lead, coded, inputs.events, now).score
     engagement = engagement_scores(
         config.engagement,
         inputs.events,
