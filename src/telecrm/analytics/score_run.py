@@ -179,7 +179,14 @@ class ScoreRun:
             .where(profiles.c.merged_into.is_(None))
         )
         with self._engine.connect() as conn:
-            return sorted(conn.execute(query).scalars())
+            # A million keys: the driver's own cursor, without a Row object per key.
+            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql)
+                return sorted(key for (key,) in cursor.fetchall())
+            finally:
+                cursor.close()
 
     def run(
         self,

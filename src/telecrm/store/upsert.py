@@ -42,11 +42,17 @@ def upsert_rows_fast(
     rows: Sequence[dict[str, Any]],
     keys: Sequence[str],
     update: Sequence[str],
+    *,
+    increment: Sequence[str] = (),
 ) -> None:
     """`upsert` straight to the driver's executemany: the values must be plain ints, strings,
-    bytes, bools or None (no SQLAlchemy type processing). Same syntax on SQLite and PostgreSQL."""
+    bytes, bools or None (no SQLAlchemy type processing). Same syntax on SQLite and PostgreSQL.
+    `increment`: columns that add one to the stored value on a conflict instead."""
     if rows:
-        sets = ", ".join(f"{c} = excluded.{c}" for c in update)
+        sets = ", ".join(
+            [f"{c} = excluded.{c}" for c in update]
+            + [f"{c} = {table.name}.{c} + 1" for c in increment]
+        )
         _driver_insert(conn, table, rows, f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}")
 
 

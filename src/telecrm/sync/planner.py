@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection
-from sqlalchemy.dialects import postgresql, sqlite
 
 from telecrm.domain.fields import FIELDS
 from telecrm.domain.lifecycle import CRM_STATUS, LADDER, RANK, Stage
 from telecrm.domain.profile import Profile
+from telecrm.store.upsert import upsert_rows_fast
 from telecrm.sync.mapping import Mapping, ObjectMapping
 from telecrm.sync.tables import sync_dirty
 from telecrm.sync.transforms import ATTRIBUTE_REVEALS, apply_transform, revealed_fields
@@ -65,14 +65,9 @@ def mark_dirty(
     ]
     if not rows:
         return 0
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    for start in range(0, len(rows), 500):
-        stmt = dialect.insert(sync_dirty)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["destination", "patient_key"],
-            set_={"version": sync_dirty.c.version + 1, "marked_us": stmt.excluded.marked_us},
-        )
-        conn.execute(stmt, rows[start : start + 500])
+    upsert_rows_fast(
+        conn, sync_dirty, rows, ["destination", "patient_key"], ["marked_us"], increment=["version"]
+    )
     return len(rows)
 
 
