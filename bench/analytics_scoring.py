@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import SecretStr
+from sqlalchemy import func, select
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,6 +63,7 @@ from telecrm.analytics.patient_scores import ENGAGEMENT_EVENTS, ScoreBatch, scor
 from telecrm.analytics.population import population_scores
 from telecrm.analytics.score_run import ScoreRun, scores_of
 from telecrm.analytics.scoring_config import load_scoring_config
+from telecrm.analytics.tables import analytics_inputs
 from telecrm.bootstrap import bootstrap
 from telecrm.domain.clock import FrozenClock, to_micros
 from telecrm.domain.events import parse_event
@@ -422,6 +424,9 @@ def _daily_run(
             "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
             "total_seconds": round(wall, 2),
         }
+        with rt.engine.connect() as conn:
+            size = conn.execute(select(func.length(analytics_inputs.c.sealed))).scalar_one()
+        out[name]["kept_inputs_mb"] = round(size / 1e6, 1)
         if not full_read:
             started = time.perf_counter()
             rt.worker().drain(1000)  # its at-risk crossings
