@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from telecrm.analytics import run_inputs
 from telecrm.analytics.inputs_store import StoredInputsRejected, load_inputs
 from telecrm.analytics.run_inputs import RunInputs, combine
+from telecrm.analytics.score_run import ScoreRun
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.analytics.tables import analytics_inputs
 from telecrm.bootstrap import Runtime
@@ -24,9 +25,8 @@ from telecrm.domain.clock import FrozenClock
 from telecrm.domain.events import parse_event
 from telecrm.ingest.tables import events
 from telecrm.profiles.rebuild import rebuild_projection
-from telecrm.security.erasure import request_erasure
 from tests.analytics.test_model_store import scores_table
-from tests.analytics.test_score_run import CONFIG, NOW, ingest, score_run
+from tests.analytics.test_score_run import CONFIG, NOW, erase, ingest, score_run
 
 SPLIT = "2025-12-01"  # events from here on arrive after the first run
 
@@ -97,16 +97,26 @@ def comparable(inputs: RunInputs) -> dict[str, Any]:
     }
 
 
-def test_a_run_on_kept_inputs_equals_a_full_read(
-    runtime: Runtime, clock: FrozenClock, simulated: list
-) -> None:
+def first_run_then(
+    runtime: Runtime, clock: FrozenClock, simulated: list, *, fold: bool
+) -> tuple[ScoreRun, list[dict[str, Any]]]:
+    """Everything before SPLIT ingested and scored (the inputs kept), then the last month's
+    events arrive (`fold`: and are folded). The run, and those late events."""
     early = [e for e in simulated if str(e["occurred_at"]) < SPLIT]
     late = [e for e in simulated if str(e["occurred_at"]) >= SPLIT]
     ingest(runtime, clock, early)
     run = score_run(runtime)
     first = run.run(clock.now())
     assert first.inputs_reason == "no inputs were kept" and first.inputs_read == first.patients
-    accept(runtime, late)  # a month of history for some patients, and new patients
+    accept(runtime, late, fold=fold)
+    return run, late
+
+
+def test_a_run_on_kept_inputs_equals_a_full_read(
+    runtime: Runtime, clock: FrozenClock, simulated: list
+) -> None:
+    # a month of history for some patients, and new patients
+    run, late = first_run_then(runtime, clock, simulated, fold=True)
     # Read again: patients with new events, the first run's own at-risk crossings among them.
     touched = {str(e["patient"]["id"]) for e in late} | scored(runtime)
     clock.advance(timedelta(days=1))
@@ -125,12 +135,8 @@ def test_a_run_on_kept_inputs_equals_a_full_read(
 def test_a_profile_not_yet_folded_is_read_again_once_it_is(
     runtime: Runtime, clock: FrozenClock, simulated: list
 ) -> None:
-    early = [e for e in simulated if str(e["occurred_at"]) < SPLIT]
-    late = [e for e in simulated if str(e["occurred_at"]) >= SPLIT]
-    ingest(runtime, clock, early)
-    run = score_run(runtime)
-    run.run(clock.now())
-    accept(runtime, late, fold=False)  # the projection has not caught up when the run reads
+    # the projection has not caught up when the run reads
+    run, late = first_run_then(runtime, clock, simulated, fold=False)
     clock.advance(timedelta(days=1))
     run.run(clock.now())
     stale = set(kept(runtime).recheck)
@@ -148,16 +154,7 @@ def test_an_erasure_or_a_rebuild_forgets_the_kept_inputs(
     run = score_run(runtime)
     run.run(clock.now())
     erased = kept(runtime).keys[0]
-    request_erasure(
-        runtime.engine,
-        runtime.intake(),
-        runtime.blind_index(),
-        erased,
-        cipher=runtime.cipher(),
-        reason="test",
-        actor="test",
-        now=clock.now(),
-    )
+    erase(runtime, clock, erased)
     with runtime.engine.connect() as conn:
         assert conn.execute(select(analytics_inputs)).first() is None  # its PHI went too
     runtime.worker().drain(1000)
@@ -192,9 +189,7 @@ def test_other_rules_or_an_altered_row_are_not_built_on(
     assert run.run(clock.now(), full_read=True).inputs_reason == "asked to (--full-read)"
 
 
-def score_run_with(runtime: Runtime, config: ScoringConfig) -> Any:
-    from telecrm.analytics.score_run import ScoreRun
-
+def score_run_with(runtime: Runtime, config: ScoringConfig) -> ScoreRun:
     return ScoreRun(
         runtime.engine, runtime.cipher(), runtime.intake(), config, churn_risk_cutoff=0.7
     )

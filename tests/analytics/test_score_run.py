@@ -66,6 +66,19 @@ def score_run(runtime: Runtime, on_written: ProfilesWritten | None = None) -> Sc
     )
 
 
+def erase(runtime: Runtime, clock: FrozenClock, patient_id: str) -> None:
+    request_erasure(
+        runtime.engine,
+        runtime.intake(),
+        runtime.blind_index(),
+        patient_id,
+        cipher=runtime.cipher(),
+        reason="test",
+        actor="test",
+        now=clock.now(),
+    )
+
+
 def command_app(module: Any, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     """A CLI module's commands on the test runtime, in a group of two (so a command keeps its
     name)."""
@@ -218,16 +231,7 @@ def test_an_erasure_deletes_the_patient_s_scores(
     ingest(runtime, clock, simulated)
     score_run(runtime).run(clock.now())
     key = sorted(stored_profiles(runtime))[0]
-    request_erasure(
-        runtime.engine,
-        runtime.intake(),
-        runtime.blind_index(),
-        key,
-        cipher=runtime.cipher(),
-        reason="test",
-        actor="test",
-        now=clock.now(),
-    )
+    erase(runtime, clock, key)
     with runtime.engine.connect() as conn:
         left = conn.execute(
             select(profile_scores.c.patient_key).where(profile_scores.c.patient_key == key)
