@@ -285,7 +285,7 @@ class ScoreRun:
                 )
             if on_progress is not None:
                 done = min(start + chunk, len(reread))
-                on_progress("reading changed patients", done, len(reread))
+                on_progress("reading patients from the store", done, len(reread))
         fresh = [(p, p.keys) for p in parts]
         if stored is None:
             whole = ea.from_store(self._engine, self._cipher, customers_only=True)
