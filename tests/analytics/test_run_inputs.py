@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 
 from telecrm.analytics import run_inputs
-from telecrm.analytics.inputs_store import StoredInputsRejected, load_inputs
+from telecrm.analytics.inputs_store import StoredInputsRejected, load_inputs, log_frontier
 from telecrm.analytics.run_inputs import RunInputs, combine
 from telecrm.analytics.score_run import ScoreRun
 from telecrm.analytics.scoring_config import ScoringConfig
@@ -27,6 +27,7 @@ from telecrm.ingest.tables import events
 from telecrm.profiles.rebuild import rebuild_projection
 from tests.analytics.test_model_store import scores_table
 from tests.analytics.test_score_run import CONFIG, NOW, erase, ingest, score_run
+from tests.support.builders import registration
 
 SPLIT = "2025-12-01"  # events from here on arrive after the first run
 
@@ -212,3 +213,48 @@ def test_combining_any_split_of_the_patients_gives_the_whole_back(whole: RunInpu
         assert comparable(again) == comparable(whole)
 
     check()
+
+
+def test_the_frontier_waits_for_an_intake_that_commits_late(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """PostgreSQL hands out seqs at insert: an intake still open holds a seq below one already
+    committed. The frontier must not pass it (or the next run would never re-read that patient);
+    on SQLite one writer at a time makes the highest seq the frontier."""
+    clock.set(NOW)
+    intake = runtime.intake()
+
+    def store(patient_id: str) -> None:
+        event = parse_event(registration(patient_id, NOW - timedelta(days=1)), now=NOW)
+        intake.accept([event], source="import", actor="test")
+
+    def highest() -> int:
+        with runtime.engine.connect() as conn:
+            return int(conn.execute(select(func.max(events.c.seq))).scalar_one())
+
+    if runtime.engine.dialect.name != "postgresql":
+        store("pat_early")
+        assert log_frontier(runtime.engine) == highest()
+        return
+    late = runtime.engine.connect()
+    transaction = late.begin()
+    # An intake's insert, not committed yet, holding the lower seq. (Written directly: the real
+    # intake would also hold the audit log's head, and this one thread would wait on itself.)
+    late.execute(
+        insert(events).values(
+            event_id="evt_late",
+            type="patient.updated",
+            version=1,
+            patient_key="pat_late",
+            patient_id="pat_late",
+            occurred_us=0,
+            received_us=0,
+            source="import",
+            payload=b"{}",
+        )
+    )
+    store("pat_early")  # a higher seq, committed
+    assert log_frontier(runtime.engine, wait_s=0.2) is None  # nothing trusted while it is open
+    transaction.commit()
+    late.close()
+    assert log_frontier(runtime.engine, wait_s=0.2) == highest()
