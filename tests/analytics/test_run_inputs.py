@@ -5,7 +5,7 @@ makes the next run read everything or that patient again. Both databases."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -15,13 +15,14 @@ from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, update
 
 from telecrm.analytics import run_inputs
+from telecrm.analytics import score_run as score_run_module
 from telecrm.analytics.inputs_store import StoredInputsRejected, load_inputs, log_frontier
-from telecrm.analytics.run_inputs import RunInputs, combine
+from telecrm.analytics.run_inputs import RunInputs, Take, combine
 from telecrm.analytics.score_run import ScoreRun
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.analytics.tables import analytics_inputs
 from telecrm.bootstrap import Runtime
-from telecrm.domain.clock import FrozenClock
+from telecrm.domain.clock import FrozenClock, to_micros
 from telecrm.domain.events import parse_event
 from telecrm.ingest.tables import events
 from telecrm.profiles.rebuild import rebuild_projection
@@ -30,6 +31,7 @@ from tests.analytics.test_score_run import CONFIG, NOW, erase, ingest, score_run
 from tests.support.builders import registration
 
 SPLIT = "2025-12-01"  # events from here on arrive after the first run
+NOW_SPLIT_US = to_micros(datetime.fromisoformat(SPLIT).replace(tzinfo=UTC))
 
 
 def accept(runtime: Runtime, wire: list[dict[str, Any]], *, fold: bool = True) -> None:
@@ -209,7 +211,7 @@ def test_combining_any_split_of_the_patients_gives_the_whole_back(whole: RunInpu
     def check(sides: list[bool]) -> None:
         left = [k for k, side in zip(whole.keys, sides, strict=True) if side]
         right = [k for k, side in zip(whole.keys, sides, strict=True) if not side]
-        again = combine([(whole, right), (whole, left)])
+        again = combine([Take.whole(whole, right), Take.whole(whole, left)])
         assert comparable(again) == comparable(whole)
 
     check()
@@ -258,3 +260,41 @@ def test_the_frontier_waits_for_an_intake_that_commits_late(
     transaction.commit()
     late.close()
     assert log_frontier(runtime.engine, wait_s=0.2) == highest()
+
+
+def test_events_logged_past_the_frontier_are_added_once(
+    runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events committed after a run took its frontier (here: the last month's, as if they came
+    in while it read) are not in what it keeps; the next run adds them exactly once."""
+    run, late = first_run_then(runtime, clock, simulated, fold=True)
+    with runtime.engine.connect() as conn:
+        before_late = int(
+            conn.execute(
+                select(func.max(events.c.seq)).where(events.c.occurred_us < NOW_SPLIT_US)
+            ).scalar_one()
+        )
+    real = score_run_module.log_frontier
+    monkeypatch.setattr(score_run_module, "log_frontier", lambda engine: before_late)
+    clock.advance(timedelta(days=1))
+    run.run(clock.now())
+    monkeypatch.setattr(score_run_module, "log_frontier", real)
+    daily = run.run(clock.now())
+    assert daily.logged_since >= len(late)
+    incremental = comparable(kept(runtime))
+    assert run.run(clock.now(), full_read=True).written == 0
+    assert comparable(kept(runtime)) == incremental
+
+
+def test_an_unknown_frontier_reads_everyone_and_keeps_nothing(
+    runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest(runtime, clock, simulated[:3000])
+    run = score_run(runtime)
+    run.run(clock.now())
+    monkeypatch.setattr(score_run_module, "log_frontier", lambda engine: None)
+    report = run.run(clock.now())
+    assert report.inputs_read == report.patients
+    assert report.inputs_reason is not None and "unknown" in report.inputs_reason
+    with runtime.engine.connect() as conn:
+        assert conn.execute(select(analytics_inputs)).first() is None

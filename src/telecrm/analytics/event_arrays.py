@@ -183,7 +183,7 @@ def from_events(stream: Iterable[Event]) -> EventArrays:
     return build(rows())
 
 
-def _log_query(customers_only: bool) -> Any:
+def _log_query(customers_only: bool, upto: int | None = None) -> Any:
     query = (
         with_salts(
             select(
@@ -197,13 +197,14 @@ def _log_query(customers_only: bool) -> Any:
         .where(events.c.type.in_(READ_TYPES))
         .where(events.c.patient_id.is_not(None))
     )
+    if upto is not None:
+        query = query.where(events.c.seq <= upto)
     if customers_only:
         bought = events.alias("bought")
-        query = query.where(
-            events.c.patient_key.in_(
-                select(bought.c.patient_key).where(bought.c.type.in_(CUSTOMER_TYPES))
-            )
-        )
+        customers = select(bought.c.patient_key).where(bought.c.type.in_(CUSTOMER_TYPES))
+        if upto is not None:
+            customers = customers.where(bought.c.seq <= upto)
+        query = query.where(events.c.patient_key.in_(customers))
     return query
 
 
@@ -220,14 +221,20 @@ def _opened(
 
 
 def from_store(
-    engine: Engine, cipher: FieldCipher, *, batch: int = 20_000, customers_only: bool = False
+    engine: Engine,
+    cipher: FieldCipher,
+    *,
+    batch: int = 20_000,
+    customers_only: bool = False,
+    upto: int | None = None,
 ) -> EventArrays:
     """The whole event log in one streamed query (no per-patient SQL).
 
     `customers_only`: only the patients with an order or a subscription, all that the value and
-    churn models read (`analytics run`: about 30 % fewer rows; everyone else is not a buyer)."""
+    churn models read (`analytics run`: about 30 % fewer rows; everyone else is not a buyer).
+    `upto`: only the events with a seq at or below it (a customer is one by then)."""
     with engine.connect() as conn:
-        return from_connection(conn, cipher, batch=batch, customers_only=customers_only)
+        return from_connection(conn, cipher, batch=batch, customers_only=customers_only, upto=upto)
 
 
 def from_connection(
@@ -237,22 +244,26 @@ def from_connection(
     keys: Sequence[str] | None = None,
     batch: int = 20_000,
     customers_only: bool = True,
+    upto: int | None = None,
 ) -> EventArrays:
     """`from_store` on the caller's connection; with `keys`, only those patients' history (a
     few queries per 500 patients; customers only)."""
     if keys is None:
-        query = _log_query(customers_only)
+        query = _log_query(customers_only, upto)
         result = conn.execution_options(stream_results=True, yield_per=batch).execute(query)
         return build(_opened(result, cipher))
     bought = events.alias("bought")
+    customer = (
+        exists()
+        .where(bought.c.patient_key == events.c.patient_key)
+        .where(bought.c.type.in_(CUSTOMER_TYPES))
+    )
+    if upto is not None:
+        customer = customer.where(bought.c.seq <= upto)
     query = (
-        _log_query(False)
+        _log_query(False, upto)
         .where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
-        .where(
-            exists()
-            .where(bought.c.patient_key == events.c.patient_key)
-            .where(bought.c.type.in_(CUSTOMER_TYPES))
-        )
+        .where(customer)
     )
     wanted = list(keys)
     rows: list[Any] = []
@@ -287,14 +298,14 @@ def canonical(log: EventArrays) -> EventArrays:
 
 
 def join(parts: Sequence[tuple[EventArrays, Sequence[str]]]) -> EventArrays:
-    """One history from parts, each with the patients to take from it (sorted, in one part
-    only; a patient missing from its part's history bought nothing and is left out)."""
+    """One history from parts, each with the patients to take from it (sorted; a patient taken
+    from several parts has all their rows; one missing from a part's history is not in it)."""
     found = []
     for log, ks in parts:
         wanted = np.asarray(ks, dtype=str)
         at = locate(log.keys, wanted)
         found.append((log, at[at >= 0], wanted[at >= 0]))
-    keys = np.sort(np.concatenate([w for _, _, w in found] or [np.zeros(0, dtype=str)]))
+    keys = np.unique(np.concatenate([w for _, _, w in found] or [np.zeros(0, dtype=str)]))
     if not keys.size:
         return empty()
     subs: dict[Any, int] = {}

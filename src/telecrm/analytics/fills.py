@@ -63,12 +63,14 @@ def fills_from_rows(rows: Sequence[Any], cipher: FieldCipher) -> list[Fill]:
 
 
 def fills_for(
-    conn: Connection, cipher: FieldCipher, patient_keys: Sequence[str]
+    conn: Connection, cipher: FieldCipher, patient_keys: Sequence[str], *, upto: int | None = None
 ) -> dict[str, list[Fill]]:
-    """{patient key: fills in date order} for the given patients, a few queries per 500."""
+    """{patient key: fills in date order} for the given patients, a few queries per 500;
+    `upto`: only events with a seq at or below it."""
     rows: dict[str, list[Any]] = {k: [] for k in patient_keys}
     keys = list(dict.fromkeys(patient_keys))
+    query = _ROWS if upto is None else _ROWS.where(events.c.seq <= upto)
     for start in range(0, len(keys), IN_CHUNK):
-        for row in conn.execute(_ROWS, {"keys": keys[start : start + IN_CHUNK]}):
+        for row in conn.execute(query, {"keys": keys[start : start + IN_CHUNK]}):
             rows[row.patient_key].append(row)
     return {key: fills_from_rows(patient_rows, cipher) for key, patient_rows in rows.items()}

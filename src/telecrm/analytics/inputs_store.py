@@ -193,12 +193,6 @@ def log_frontier(engine: Engine, *, wait_s: float = FRONTIER_WAIT_S) -> int | No
             time.sleep(0.05)  # an intake transaction takes milliseconds
 
 
-def changed_since(conn: Connection, frontier: int) -> set[str]:
-    """Patients with an event above `frontier`."""
-    query = select(events.c.patient_key).where(events.c.seq > frontier).distinct()
-    return set(conn.execute(query).scalars())
-
-
 def pending_keys(conn: Connection) -> set[str]:
     """Patients with events the projection has not folded yet."""
     return set(conn.execute(select(pending_patients.c.patient_key)).scalars())

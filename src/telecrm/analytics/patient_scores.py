@@ -118,13 +118,18 @@ def read_profiles(
     return ProfilesRead(values, facts, ids, frozenset(read))
 
 
-def event_table_for(conn: Connection, keys: Sequence[str], types: Sequence[str]) -> EventTable:
+def event_table_for(
+    conn: Connection, keys: Sequence[str], types: Sequence[str], *, upto: int | None = None
+) -> EventTable:
+    """`keys`' events of `types` (`upto`: only those with a seq at or below it)."""
     position = {k: i for i, k in enumerate(keys)}
     query = (
         select(events.c.patient_key, events.c.type, events.c.occurred_us)
         .where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
         .where(events.c.type.in_(sorted(set(types))))
     )
+    if upto is not None:
+        query = query.where(events.c.seq <= upto)
     rows: list[tuple[int, str, int]] = []
     for start in range(0, len(keys), IN_CHUNK):
         result = conn.execute(query, {"keys": list(keys[start : start + IN_CHUNK])})

@@ -15,7 +15,7 @@ into a book of distinct values, so a million patients' states and birth dates ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +47,15 @@ IntArray = npt.NDArray[np.int64]
 def fingerprint(config: ScoringConfig) -> str:
     """What the stored columns depend on: the event types and profile fields the rules read.
     (Points, half-lives and weights apply when scoring, so changing them reads nothing again.)"""
-    types = sorted({r.event for r in config.lead.behaviour} | set(ENGAGEMENT_EVENTS))
+    types = scored_types(config)
     return orjson.dumps(
         {"format": FORMAT, "types": types, "fields": sorted(config.lead.profile_fields())}
     ).decode()
+
+
+def scored_types(config: ScoringConfig) -> list[str]:
+    """The event types the lead and engagement scores count."""
+    return sorted({r.event for r in config.lead.behaviour} | set(ENGAGEMENT_EVENTS))
 
 
 def _book_key(value: Any) -> Any:
@@ -144,38 +149,54 @@ def read_inputs(
     actor: str,
     purpose: str,
     at_us: int,
-    with_log: bool = True,
+    upto: int | None = None,
+    events_of: Collection[str] | None = None,
+    fills_of: Collection[str] | None = None,
+    log_of: Collection[str] | None = None,
 ) -> RunInputs:
     """The inputs of `keys` (sorted) from the store; profiles gone since they were listed are
-    left out. Audited like the chunked scoring: the sealed fields and prescriptions read."""
+    left out. `upto`: only events with a seq at or below it. `events_of`, `fills_of`, `log_of`:
+    whose scored events, fills and purchase history to read (None: everyone's; the others are
+    left empty, for `combine` to take from elsewhere). Audited like the chunked scoring: the
+    sealed fields and prescriptions read."""
     lead = config.lead
     read = read_profiles(conn, cipher, keys, lead.profile_fields() | {SCORED_PHI})
     keys = [k for k in keys if read.patient_ids.get(k)]
     values = [read.values[k] for k in keys]
-    types = [r.event for r in lead.behaviour] + list(ENGAGEMENT_EVENTS)
-    events = _canonical_events(event_table_for(conn, keys, types))
-    fills = fills_for(conn, cipher, keys)
+
+    def subset(wanted: Collection[str] | None) -> list[str]:
+        return list(keys) if wanted is None else [k for k in keys if k in wanted]
+
+    with_events = subset(events_of)
+    events = event_table_for(conn, with_events, scored_types(config), upto=upto)
+    at = ea.locate(keys, with_events)
+    events = _canonical_events(
+        EventTable(len(keys), at[events.patient], events.type_code, events.occurred_us)
+    )
+    fill_keys = subset(fills_of)
+    fills = fills_for(conn, cipher, fill_keys, upto=upto)
     medications: dict[str, int] = {}
     p_col, m_col, d_col, s_col = [], [], [], []
     for i, key in enumerate(keys):
-        for f in fills[key]:
+        for f in fills.get(key, ()):
             p_col.append(i)
             m_col.append(medications.setdefault(f.medication, len(medications)))
             d_col.append(day_number(f.filled_on))
             s_col.append(f.days_supply)
     sealed = sorted(read.sealed_read - {SCORED_PHI})
+    entries = []
     if keys:
-        append_audit(
-            conn,
-            [
-                AuditEntry(actor, "read", "profile", keys, sealed, purpose),
-                AuditEntry(
-                    actor, "read", "prescription", keys, ["medication", "days_supply"], purpose
-                ),
-            ],
-            at_us=at_us,
+        entries.append(AuditEntry(actor, "read", "profile", keys, sealed, purpose))
+    if fill_keys:
+        entries.append(
+            AuditEntry(
+                actor, "read", "prescription", fill_keys, ["medication", "days_supply"], purpose
+            )
         )
-    log = ea.from_connection(conn, cipher, keys=keys) if with_log else ea.empty()
+    if entries:
+        append_audit(conn, entries, at_us=at_us)
+    log_keys = subset(log_of)
+    log = ea.from_connection(conn, cipher, keys=log_keys, upto=upto) if log_keys else ea.empty()
     return RunInputs(
         keys=list(keys),
         patient_ids=[str(read.patient_ids[k]) for k in keys],
@@ -201,13 +222,40 @@ def _canonical_events(table: EventTable) -> EventTable:
     )
 
 
-def combine(
-    parts: Sequence[tuple[RunInputs, Sequence[str]]], log: ea.EventArrays | None = None
-) -> RunInputs:
-    """One set of inputs from parts, each with the keys to take from it (sorted, each in one
-    part only); `log`: the customers' history when read apart (a full read), else the parts'."""
+@dataclass(frozen=True, slots=True)
+class Take:
+    """What `combine` takes from one part: the per-patient columns (profile fields, features,
+    held numbers, ids) of `columns` (each patient's from exactly one part), and the scored
+    events, fills and purchase history of `events`, `fills`, `log` (a patient's rows from
+    every part that names them: the kept rows plus the ones logged since)."""
+
+    inputs: RunInputs
+    columns: Sequence[str]
+    events: Sequence[str] = ()
+    fills: Sequence[str] = ()
+    log: Sequence[str] = ()
+
+    @classmethod
+    def whole(cls, inputs: RunInputs, keys: Sequence[str]) -> Take:
+        return cls(inputs, keys, keys, keys, keys)
+
+
+def _moved(part: RunInputs, taken: Sequence[str], keys: np.ndarray) -> IntArray:
+    """Part index -> combined index for the `taken` patients, -1 for the rest."""
+    new_of = np.full(part.patients, -1, dtype=np.int64)
+    src = ea.locate(part.keys, taken)
+    found = src >= 0
+    new_of[src[found]] = ea.locate(keys, np.asarray(taken, dtype=str)[found])
+    return new_of
+
+
+def combine(takes: Sequence[Take], log: ea.EventArrays | None = None) -> RunInputs:
+    """One set of inputs from parts (`Take`); `log`: the customers' history when read apart
+    (a full read), else the parts'."""
     keys_arr = np.sort(
-        np.concatenate([np.asarray(ks, dtype=str) for _, ks in parts] or [np.zeros(0, dtype=str)])
+        np.concatenate(
+            [np.asarray(t.columns, dtype=str) for t in takes] or [np.zeros(0, dtype=str)]
+        )
     )
     keys: list[str] = keys_arr.tolist()
     n = len(keys)
@@ -219,35 +267,37 @@ def combine(
     medications: dict[str, int] = {}
     fit_parts: dict[str, list[tuple[Codes, IntArray]]] = {}
     recheck: list[str] = []
-    for part, ks in parts:
-        src = ea.locate(part.keys, ks)
-        dst = ea.locate(keys_arr, ks)
-        new_of = np.full(part.patients, -1, dtype=np.int64)
-        new_of[src] = dst
+    for take in takes:
+        part = take.inputs
+        src = ea.locate(part.keys, take.columns)
+        dst = ea.locate(keys_arr, take.columns)
         patient_ids[dst] = np.asarray(part.patient_ids, dtype=object)[src]
         features[dst] = part.features_used[src]
         held[dst] = part.held[src]
         for name, codes in part.fit.items():
             fit_parts.setdefault(name, []).append((Codes(codes.codes[src], codes.book), dst))
-        moved = new_of[part.events.patient]
-        keep = moved >= 0
-        ev_p.append(moved[keep])
-        ev_t.append(part.events.type_code[keep])
-        ev_us.append(part.events.occurred_us[keep])
-        moved = new_of[part.fill_patient]
-        keep = moved >= 0
-        remap = np.asarray(
-            [medications.setdefault(m, len(medications)) for m in part.medications], dtype=np.int64
-        )
-        fp.append(moved[keep])
-        fm.append(remap[part.fill_medication[keep]] if keep.any() else part.fill_medication[keep])
-        fd.append(part.fill_day[keep])
-        fs.append(part.fill_supply[keep])
-        if part.recheck:
-            at = ea.locate(part.keys, part.recheck)
-            recheck.extend(
-                k for k, i in zip(part.recheck, at.tolist(), strict=True) if new_of[i] >= 0
+        if len(take.events):
+            moved = _moved(part, take.events, keys_arr)[part.events.patient]
+            keep = moved >= 0
+            ev_p.append(moved[keep])
+            ev_t.append(part.events.type_code[keep])
+            ev_us.append(part.events.occurred_us[keep])
+        if len(take.fills):
+            moved = _moved(part, take.fills, keys_arr)[part.fill_patient]
+            keep = moved >= 0
+            remap = np.asarray(
+                [medications.setdefault(m, len(medications)) for m in part.medications],
+                dtype=np.int64,
             )
+            fp.append(moved[keep])
+            fm.append(
+                remap[part.fill_medication[keep]] if keep.any() else part.fill_medication[keep]
+            )
+            fd.append(part.fill_day[keep])
+            fs.append(part.fill_supply[keep])
+        if part.recheck and len(take.columns):
+            taken = set(take.columns)
+            recheck.extend(k for k in part.recheck if k in taken)
     cat = np.concatenate
     events = _canonical_events(
         EventTable(
@@ -258,7 +308,7 @@ def combine(
         )
     )
     if log is None:
-        log = ea.join([(p.log, ks) for p, ks in parts])
+        log = ea.join([(t.inputs.log, t.log) for t in takes if len(t.log)])
     return RunInputs(
         keys=keys,
         patient_ids=patient_ids.tolist(),

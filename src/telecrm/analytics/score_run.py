@@ -38,7 +38,7 @@ from telecrm.analytics import event_arrays as ea
 from telecrm.analytics import run_inputs
 from telecrm.analytics.inputs_store import (
     StoredInputs,
-    changed_since,
+    forget_inputs,
     load_inputs,
     log_frontier,
     mark_incomplete,
@@ -58,7 +58,8 @@ from telecrm.analytics.population import (
     fit_population,
     predict_population,
 )
-from telecrm.analytics.run_inputs import SCORE_FIELDS, RunInputs, combine, read_inputs
+from telecrm.analytics.run_inputs import SCORE_FIELDS, RunInputs
+from telecrm.analytics.run_reads import InputsReader
 from telecrm.analytics.run_scoring import (
     DIGITS,
     FloatArray,
@@ -118,6 +119,7 @@ class RunReport:
     inputs_read: int = 0  # patients read from the store (all, or only the changed ones)
     inputs_reason: str | None = None  # why everyone was read (None: the kept inputs were used)
     inputs_kept_at: datetime | None = None  # when the inputs built on were kept
+    logged_since: int = 0  # events logged since the kept inputs' frontier, added to them
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -226,9 +228,12 @@ class ScoreRun:
         report.seconds["write"] = time.perf_counter() - started
         started = time.perf_counter()
         with self._engine.begin() as conn:
-            save_inputs(
-                conn, self._cipher, inputs, frontier=frontier, fingerprint=fingerprint, now=now
-            )
+            if frontier is None:
+                forget_inputs(conn)  # read past an unknown frontier: nothing to build on
+            else:
+                save_inputs(
+                    conn, self._cipher, inputs, frontier=frontier, fingerprint=fingerprint, now=now
+                )
         report.seconds["keep inputs"] = time.perf_counter() - started
         return report
 
@@ -240,62 +245,45 @@ class ScoreRun:
         full_read: bool,
         chunk: int,
         on_progress: Progress | None,
-    ) -> tuple[RunInputs, int]:
-        """This run's inputs: the kept ones with the changed patients read again, or a full
-        read; and the log frontier to keep them with."""
+    ) -> tuple[RunInputs, int | None]:
+        """This run's inputs: the kept ones with what was logged since added, or a full read;
+        and the log frontier to keep them with (None: keep nothing, see below)."""
         frontier = log_frontier(self._engine)
         live = self.patient_keys()
-        live_set = set(live)
         stored: StoredInputs | None = None
         why = "asked to (--full-read)"
-        if not full_read:
+        if frontier is None:
+            # PostgreSQL transactions older than the run were still open: which seqs are
+            # complete is unknown, so read everything visible and keep nothing this time.
+            why = "transactions open for over 10 s left the event log's end unknown"
+        elif not full_read:
             with self._engine.connect() as conn:
                 stored, why = load_inputs(conn, self._cipher, fingerprint)
-            if stored is not None and frontier is not None and frontier < stored.frontier:
+            if stored is not None and frontier < stored.frontier:
                 stored, why = None, "the event log is behind them (a restored database?)"
-        keep: list[str] = []
-        if stored is not None:
-            with self._engine.connect() as conn:
-                changed = changed_since(conn, stored.frontier)
-            old = stored.inputs
-            reread_set = (changed | set(old.recheck) | (live_set - set(old.keys))) & live_set
-            keep = [k for k in old.keys if k in live_set and k not in reread_set]
-            reread = sorted(reread_set)
-            report.inputs_kept_at = stored.built_at
-        else:
-            reread = live
-            report.inputs_reason = why
         with self._engine.connect() as conn:
             pending = pending_keys(conn)  # before the profiles are read: see inputs_store
-        parts: list[RunInputs] = []
-        purpose = f"analytics run {report.run_id}"
-        for start in range(0, len(reread), chunk):
-            with self._engine.begin() as conn:
-                parts.append(
-                    read_inputs(
-                        conn,
-                        self._cipher,
-                        reread[start : start + chunk],
-                        self._config,
-                        actor=self._actor,
-                        purpose=purpose,
-                        at_us=to_micros(now),
-                        with_log=stored is not None,
-                    )
-                )
-            if on_progress is not None:
-                done = min(start + chunk, len(reread))
-                on_progress("reading patients from the store", done, len(reread))
-        fresh = [(p, p.keys) for p in parts]
-        if stored is None:
-            whole = ea.from_store(self._engine, self._cipher, customers_only=True)
-            inputs = combine(fresh, log=ea.join([(whole, live)]))
+        reader = InputsReader(
+            self._engine,
+            self._cipher,
+            self._config,
+            actor=self._actor,
+            purpose=f"analytics run {report.run_id}",
+            at_us=to_micros(now),
+            chunk=chunk,
+            on_progress=on_progress,
+        )
+        if stored is not None and frontier is not None:
+            gathered = reader.since(live, stored, frontier)
+            report.inputs_kept_at = stored.built_at
         else:
-            inputs = combine([(stored.inputs, keep), *fresh])
+            gathered = reader.everyone(live, frontier)
+            report.inputs_reason = why
+        inputs = gathered.inputs
         inputs.recheck = sorted(pending & set(inputs.keys))
-        report.inputs_read = len(reread)
-        kept_frontier = stored.frontier if stored is not None else 0
-        return inputs, kept_frontier if frontier is None else frontier
+        report.inputs_read = len(gathered.read)
+        report.logged_since = gathered.logged_since
+        return inputs, frontier
 
     def _models(
         self,
