@@ -298,3 +298,28 @@ def test_an_unknown_frontier_reads_everyone_and_keeps_nothing(
     assert report.inputs_reason is not None and "unknown" in report.inputs_reason
     with runtime.engine.connect() as conn:
         assert conn.execute(select(analytics_inputs)).first() is None
+
+
+def test_a_run_that_stops_while_writing_leaves_inputs_nobody_builds_on(
+    runtime: Runtime, clock: FrozenClock, simulated: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores written by a run that then failed are newer than the numbers its kept inputs
+    hold: the next run must read everyone, not compare against those numbers."""
+    ingest(runtime, clock, simulated[:3000])
+    run = score_run(runtime)
+    run.run(clock.now())
+    clock.advance(timedelta(days=3))  # the decay moves scores: this run writes
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(run, "_write", fail)
+    with pytest.raises(RuntimeError):
+        run.run(clock.now())
+    with runtime.engine.connect() as conn:
+        row = conn.execute(select(analytics_inputs)).one()
+    assert bytes(row.sealed) == b""  # the columns (and their PHI) are gone, the summary stays
+    monkeypatch.undo()
+    after = run.run(clock.now())
+    assert after.inputs_reason == "the run that kept them stopped before it finished"
+    assert after.inputs_read == after.patients and after.written > 0

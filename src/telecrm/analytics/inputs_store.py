@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text
 
 from telecrm.analytics.event_table import EventTable
 from telecrm.analytics.model_store import library_versions
@@ -147,13 +147,30 @@ def _resized(inputs: RunInputs, dtype: type[np.signedinteger[Any]]) -> RunInputs
 
 
 def mark_incomplete(conn: Connection) -> None:
-    """Before a run writes scores: the kept `held` numbers are about to go stale."""
-    for row in conn.execute(select(analytics_inputs.c.inputs_id, analytics_inputs.c.summary)):
+    """Before a run writes scores: the kept `held` numbers are about to go stale. The kept row
+    is replaced by its summary marked incomplete, without the sealed columns (updating a row
+    makes SQLite write all of it again: tens of MB; deleting it frees its pages)."""
+    rows = conn.execute(
+        select(
+            analytics_inputs.c.inputs_id,
+            analytics_inputs.c.built_us,
+            analytics_inputs.c.frontier,
+            analytics_inputs.c.summary,
+        )
+    ).all()
+    if not rows:
+        return
+    conn.execute(delete(analytics_inputs))
+    for row in rows:
         summary = {**orjson.loads(row.summary), "complete": False}
         conn.execute(
-            update(analytics_inputs)
-            .where(analytics_inputs.c.inputs_id == row.inputs_id)
-            .values(summary=orjson.dumps(summary).decode())
+            insert(analytics_inputs).values(
+                inputs_id=row.inputs_id,
+                built_us=row.built_us,
+                frontier=row.frontier,
+                summary=orjson.dumps(summary).decode(),
+                sealed=b"",
+            )
         )
 
 
