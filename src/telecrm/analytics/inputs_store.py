@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import lz4.frame
 import numpy as np
 import orjson
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text
@@ -76,11 +77,12 @@ def save_inputs(
         "fills": int(inputs.fill_patient.size),
         "customers": inputs.log.patients,
     }
-    sealed = cipher.encrypt(
-        pickle.dumps(_resized(inputs, np.int32), protocol=pickle.HIGHEST_PROTOCOL),
-        record_id=inputs_id,
-        field=FIELD,
+    # Compressed before sealing (ciphertext does not compress): a third of the bytes to write,
+    # seal and read back, for ~0.1 s of LZ4 per 100,000 patients.
+    packed = lz4.frame.compress(
+        pickle.dumps(_resized(inputs, np.int32), protocol=pickle.HIGHEST_PROTOCOL)
     )
+    sealed = cipher.encrypt(packed, record_id=inputs_id, field=FIELD)
     conn.execute(delete(analytics_inputs))
     conn.execute(
         insert(analytics_inputs).values(
@@ -114,7 +116,7 @@ def load_inputs(
         return None, "they were sealed under a data key this process does not hold"
     except DecryptionFailed:
         raise StoredInputsRejected(row.inputs_id) from None
-    inputs = _unpickle(raw)
+    inputs = _unpickle(lz4.frame.decompress(raw))
     if not isinstance(inputs, RunInputs):
         raise StoredInputsRejected(row.inputs_id)
     inputs = _resized(inputs, np.int64)

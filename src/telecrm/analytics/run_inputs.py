@@ -39,7 +39,9 @@ from telecrm.profiles.codec import SCORED_PHI
 from telecrm.security.audit import AuditEntry, append_audit
 from telecrm.security.envelope import FieldCipher
 
-FORMAT = 1  # bump when the columns change: older stored inputs are then read again, not loaded
+# Bump when the columns change: older stored inputs are then read again, not loaded.
+# 2: every read bounded by the frontier (format 1 could hold events above it).
+FORMAT = 2
 SCORE_FIELDS = ("lead_score", "engagement_score", "churn_risk", "predicted_ltv", "adherence_pdc")
 IntArray = npt.NDArray[np.int64]
 

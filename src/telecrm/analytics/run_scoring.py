@@ -29,7 +29,6 @@ DIGITS = {
     "predicted_ltv": 2,
     "adherence_pdc": 3,
 }
-_HALF_UNIT = np.array([0.5 * 10.0 ** -DIGITS[n] for n in SCORE_FIELDS])
 
 
 def rounded(value: float | None, name: str) -> float | None:
@@ -84,21 +83,29 @@ def score_inputs(
     return np.column_stack([lead, engagement, churn, ltv, adherence]).astype(np.float64)
 
 
-def as_stored(row: FloatArray) -> dict[str, float | None]:
-    """One patient's five numbers as stored and sent."""
-    return {name: rounded(float(v), name) for name, v in zip(SCORE_FIELDS, row, strict=True)}
+def shown(raw: FloatArray) -> FloatArray:
+    """`raw` (patients, 5) rounded as stored and sent, NaN where empty: exactly what `rounded`
+    gives for each number. numpy rounds x as rint(x * 10**d) / 10**d, which is Python's
+    correctly rounded result unless x * 10**d is within float error of a half unit (or too
+    large for that error to be small); those few numbers are rounded by Python (`rounded`)."""
+    scale = np.array([10.0 ** DIGITS[n] for n in SCORE_FIELDS])
+    finite = np.isfinite(raw)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = raw * scale
+        out = np.where(finite, np.rint(scaled) / scale, np.nan)
+        near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+        huge = np.abs(scaled) >= 2.0**50  # x * 10**d no longer exact to a millionth
+    for i, j in zip(*np.nonzero(finite & (near_half | huge)), strict=True):
+        out[i, j] = rounded(float(raw[i, j]), SCORE_FIELDS[j])
+    return out
 
 
-def maybe_changed(raw: FloatArray, held: FloatArray) -> npt.NDArray[np.intp]:
-    """Patients whose rounded numbers may differ from `held` (a superset: the caller compares
-    the exactly rounded values). A number within half a unit of the held one, less a margin for
-    float error, rounds to it; a number and an empty one, or two empties, are decided here."""
-    empty_now, empty_held = ~np.isfinite(raw), np.isnan(held)
-    with np.errstate(invalid="ignore"):
-        close = np.abs(raw - held) < _HALF_UNIT - 1e-9
-    same = (empty_now & empty_held) | (~empty_now & ~empty_held & close)
+def changed_rows(now: FloatArray, held: FloatArray) -> npt.NDArray[np.intp]:
+    """Patients whose shown numbers differ from the ones they hold (NaN: empty)."""
+    same = (now == held) | (np.isnan(now) & np.isnan(held))
     return np.flatnonzero(~same.all(axis=1))
 
 
-def held_row(scores: dict[str, float | None]) -> list[float]:
-    return [np.nan if scores[n] is None else float(scores[n]) for n in SCORE_FIELDS]  # type: ignore[arg-type]
+def as_stored(row: list[float]) -> dict[str, float | None]:
+    """One patient's shown numbers (a row of `shown`, as a list) as stored and sent."""
+    return {n: (None if v != v else v) for n, v in zip(SCORE_FIELDS, row, strict=True)}

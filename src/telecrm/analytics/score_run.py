@@ -21,7 +21,6 @@ the report: never a NaN, never a made-up number.
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import uuid
 from bisect import bisect_left
@@ -61,13 +60,12 @@ from telecrm.analytics.population import (
 from telecrm.analytics.run_inputs import SCORE_FIELDS, RunInputs
 from telecrm.analytics.run_reads import InputsReader
 from telecrm.analytics.run_scoring import (
-    DIGITS,
     FloatArray,
     as_stored,
-    held_row,
-    maybe_changed,
+    changed_rows,
     rounded,
     score_inputs,
+    shown,
 )
 from telecrm.analytics.scoring_config import ScoringConfig
 from telecrm.domain.clock import to_micros
@@ -215,13 +213,14 @@ class ScoreRun:
         raw = score_inputs(inputs, self._config, now, population)
         report.seconds["score"] = time.perf_counter() - started
         started = time.perf_counter()
-        self._count(report, raw)
-        changed = [int(i) for i in maybe_changed(raw, inputs.held)]
+        now_shown = shown(raw)
+        self._count(report, now_shown)
+        changed = changed_rows(now_shown, inputs.held).tolist()
         if changed:
             with self._engine.begin() as conn:
                 mark_incomplete(conn)
         for start in range(0, max(inputs.patients, 1), chunk):
-            self._write(inputs, raw, changed, start, start + chunk, now, report)
+            self._write(inputs, now_shown, changed, start, start + chunk, now, report)
             if on_progress is not None:
                 done = min(start + chunk, inputs.patients)
                 on_progress("storing changed scores", done, inputs.patients)
@@ -312,21 +311,16 @@ class ScoreRun:
         report.model_fitted_at, report.refit_reason = now, reason
         return models
 
-    def _at_risk(self, scores: dict[str, float | None]) -> bool:
-        risk = scores["churn_risk"]
-        return risk is not None and risk >= self._cutoff
-
-    def _count(self, report: RunReport, raw: FloatArray) -> None:
-        """The run's aggregates over every patient (display: numpy's rounding is enough)."""
-        report.patients = raw.shape[0]
-        shown = [np.round(raw[:, j], DIGITS[n]) for j, n in enumerate(SCORE_FIELDS)]
-        lead, engagement, _, ltv, pdc = shown
+    def _count(self, report: RunReport, now: FloatArray) -> None:
+        """The run's aggregates over every patient's shown numbers."""
+        report.patients = now.shape[0]
+        lead, engagement, risk, ltv, pdc = (now[:, j] for j in range(len(SCORE_FIELDS)))
         report.lead_sum = float(np.nansum(lead))
         report.engagement_sum = float(np.nansum(engagement))
         report.predicted_ltv_total = float(np.nansum(ltv))
-        risks = raw[:, 2][np.isfinite(raw[:, 2])].tolist()
-        report.customers = len(risks)
-        report.at_risk = sum(1 for r in risks if (rounded(r, "churn_risk") or 0) >= self._cutoff)
+        risks = risk[np.isfinite(risk)]
+        report.customers = int(risks.size)
+        report.at_risk = int(np.count_nonzero(risks >= self._cutoff))
         measured = pdc[np.isfinite(pdc)]
         report.pdc_measured = int(measured.size)
         report.pdc_adherent = int(np.count_nonzero(measured >= ADHERENT))
@@ -334,7 +328,7 @@ class ScoreRun:
     def _write(
         self,
         inputs: RunInputs,
-        raw: FloatArray,
+        now_shown: FloatArray,
         changed: list[int],
         start: int,
         end: int,
@@ -344,17 +338,16 @@ class ScoreRun:
         """Patients start..end: audit the use of their kept inputs, store the changed scores."""
         now_us = to_micros(now)
         keys = inputs.keys[start:end]
-        lo, hi = bisect_left(changed, start), bisect_left(changed, end)
+        mine = changed[bisect_left(changed, start) : bisect_left(changed, end)]
+        with np.errstate(invalid="ignore"):  # NaN risks are not at risk
+            at_risk_now = now_shown[mine, 2] >= self._cutoff
+            at_risk_before = inputs.held[mine, 2] >= self._cutoff
         rows: list[dict[str, Any]] = []
         crossed: list[Event] = []
-        for i in changed[lo:hi]:
-            after = as_stored(raw[i])
-            before = {
-                n: (None if math.isnan(v) else v)
-                for n, v in zip(SCORE_FIELDS, inputs.held[i].tolist(), strict=True)
-            }
-            if after == before:
-                continue
+        for i, values, flipped in zip(
+            mine, now_shown[mine].tolist(), (at_risk_now != at_risk_before).tolist(), strict=True
+        ):
+            after = as_stored(values)
             key = inputs.keys[i]
             rows.append(
                 {
@@ -363,9 +356,9 @@ class ScoreRun:
                     "updated_us": now_us,
                 }
             )
-            inputs.held[i] = held_row(after)
-            if self._at_risk(after) != self._at_risk(before):
+            if flipped:
                 crossed.append(scored_event(inputs.patient_ids[i], key, after, now))
+        inputs.held[mine] = now_shown[mine]
         report.unchanged += len(keys) - len(rows)
         if not keys:
             return
