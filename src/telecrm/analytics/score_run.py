@@ -344,20 +344,33 @@ class ScoreRun:
             at_risk_before = inputs.held[mine, 2] >= self._cutoff
         rows: list[dict[str, Any]] = []
         crossed: list[Event] = []
+        run_id = report.run_id
         for i, values, flipped in zip(
             mine, now_shown[mine].tolist(), (at_risk_now != at_risk_before).tolist(), strict=True
         ):
-            after = as_stored(values)
             key = inputs.keys[i]
+            lead, engagement, risk, ltv, pdc = (None if v != v else v for v in values)
+            sealed = (
+                None
+                if pdc is None
+                else self._cipher.encrypt_json(pdc, record_id=key, field=SCORED_PHI)
+            )
+            # The stored row, keys in sorted order (readers and digests see one form).
+            stored = {
+                SCORED_PHI: sealed,
+                "churn_risk": risk,
+                "engagement_score": engagement,
+                "lead_score": lead,
+                "predicted_ltv": ltv,
+                "run": run_id,
+                "scored_us": now_us,
+            }
             rows.append(
-                {
-                    "patient_key": key,
-                    "scores": self._row(key, after, now_us, report.run_id),
-                    "updated_us": now_us,
-                }
+                {"patient_key": key, "scores": orjson.dumps(stored).decode(), "updated_us": now_us}
             )
             if flipped:
-                crossed.append(scored_event(inputs.patient_ids[i], key, after, now))
+                scores = as_stored(values)
+                crossed.append(scored_event(inputs.patient_ids[i], key, scores, now))
         inputs.held[mine] = now_shown[mine]
         report.unchanged += len(keys) - len(rows)
         if not keys:
@@ -392,24 +405,12 @@ class ScoreRun:
                 self._on_written(conn, [r["patient_key"] for r in rows], now_us)
             report.written += len(rows)
             if crossed:
-                stored = self._intake.store_in(conn, crossed, source="analytics", actor=self._actor)
-                report.stage_events += stored.accepted
+                result = self._intake.store_in(conn, crossed, source="analytics", actor=self._actor)
+                report.stage_events += result.accepted
 
     def _sealed_inputs(self) -> set[str]:
         """The PHI the kept inputs hold: the lead rules' fields, medications, supplies."""
         return {*self._config.lead.profile_fields(), "medication", "days_supply", SCORED_PHI}
-
-    def _row(self, key: str, scores: dict[str, float | None], now_us: int, run_id: str) -> str:
-        adherence = scores[SCORED_PHI]
-        sealed = (
-            None
-            if adherence is None
-            else self._cipher.encrypt_json(adherence, record_id=key, field=SCORED_PHI)
-        )
-        return orjson.dumps(
-            {**scores, SCORED_PHI: sealed, "scored_us": now_us, "run": run_id},
-            option=orjson.OPT_SORT_KEYS,
-        ).decode()
 
 
 def headline(report: RunReport) -> list[tuple[str, str]]:
