@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, update
 
-from telecrm.analytics import run_inputs
+from telecrm.analytics import inputs_store, run_inputs
 from telecrm.analytics import score_run as score_run_module
 from telecrm.analytics.inputs_store import StoredInputsRejected, load_inputs, log_frontier
 from telecrm.analytics.run_inputs import RunInputs, Take, combine
@@ -323,3 +323,15 @@ def test_a_run_that_stops_while_writing_leaves_inputs_nobody_builds_on(
     after = run.run(clock.now())
     assert after.inputs_reason == "the run that kept them stopped before it finished"
     assert after.inputs_read == after.patients and after.written > 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=300), st.integers(1, 64))
+def test_packing_round_trips_across_lz4_blocks(data: bytes, block: int) -> None:
+    saved = inputs_store.PACK_BLOCK
+    inputs_store.PACK_BLOCK = block
+    try:
+        packed = inputs_store._pack(data)
+    finally:
+        inputs_store.PACK_BLOCK = saved
+    assert inputs_store._unpack(packed) == data

@@ -19,7 +19,7 @@ from telecrm.analytics import event_arrays as ea
 from telecrm.analytics import run_commands
 from telecrm.analytics.patient_scores import score_patients
 from telecrm.analytics.population import population_scores
-from telecrm.analytics.score_run import ScoreRun
+from telecrm.analytics.score_run import ScoreRun, live_keys_sql
 from telecrm.analytics.scoring_config import load_scoring_config
 from telecrm.bootstrap import Runtime
 from telecrm.domain.clock import FrozenClock
@@ -352,3 +352,19 @@ def test_reading_only_the_customers_gives_the_same_model_scores(
     keys = [str(k) for k in full.keys]
     assert [bought.ltv_of(k) for k in keys] == [everyone.ltv_of(k) for k in keys]
     assert sum(bought.ltv_of(k) == 0.0 for k in keys) >= full.patients - customers.patients
+
+
+def test_the_daily_list_of_live_patients_is_read_from_its_partial_index(
+    runtime: Runtime,
+) -> None:
+    """The run lists every live patient each day: the query must state the partial index's
+    condition exactly, or the database scans every profile (visitors and erased ones too)."""
+    dialect = runtime.engine.dialect.name
+    sql = live_keys_sql(dialect)
+    with runtime.engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")  # a tiny table: force the choice
+            plan = " ".join(str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN {sql}"))
+        else:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_profiles_live" in plan, plan

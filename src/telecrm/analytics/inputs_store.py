@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import lz4.frame
+import lz4.block
 import numpy as np
 import orjson
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text
@@ -38,6 +38,7 @@ from telecrm.security.errors import DecryptionFailed, SecurityError, UnknownData
 
 FIELD = "analytics_inputs"
 _unpickle = pickle.loads  # bound once: a test watching the model store's unpickling sees only that
+PACK_BLOCK = 256 * 2**20  # LZ4 blocks: under the format's 2 GB limit, few of them
 FRONTIER_WAIT_S = 10.0  # PostgreSQL: how long to wait for transactions older than the read
 
 
@@ -79,9 +80,7 @@ def save_inputs(
     }
     # Compressed before sealing (ciphertext does not compress): a third of the bytes to write,
     # seal and read back, for ~0.1 s of LZ4 per 100,000 patients.
-    packed = lz4.frame.compress(
-        pickle.dumps(_resized(inputs, np.int32), protocol=pickle.HIGHEST_PROTOCOL)
-    )
+    packed = _pack(pickle.dumps(_resized(inputs, np.int32), protocol=pickle.HIGHEST_PROTOCOL))
     sealed = cipher.encrypt(packed, record_id=inputs_id, field=FIELD)
     conn.execute(delete(analytics_inputs))
     conn.execute(
@@ -116,11 +115,32 @@ def load_inputs(
         return None, "they were sealed under a data key this process does not hold"
     except DecryptionFailed:
         raise StoredInputsRejected(row.inputs_id) from None
-    inputs = _unpickle(lz4.frame.decompress(raw))
+    inputs = _unpickle(_unpack(raw))
     if not isinstance(inputs, RunInputs):
         raise StoredInputsRejected(row.inputs_id)
     inputs = _resized(inputs, np.int64)
     return StoredInputs(row.inputs_id, from_micros(row.built_us), row.frontier, inputs), ""
+
+
+def _pack(data: bytes) -> bytes:
+    """LZ4 blocks of at most PACK_BLOCK bytes, each after its compressed length (4 bytes).
+    (Blocks, not LZ4 frames: python-lz4 decompresses a frame 2-4x slower than the blocks.)"""
+    out = bytearray()
+    view = memoryview(data)
+    for start in range(0, len(data), PACK_BLOCK):
+        block = lz4.block.compress(view[start : start + PACK_BLOCK])
+        out += len(block).to_bytes(4, "big") + block
+    return bytes(out)
+
+
+def _unpack(packed: bytes) -> bytes:
+    parts, at = [], 0
+    view = memoryview(packed)
+    while at < len(packed):
+        size = int.from_bytes(view[at : at + 4], "big")
+        parts.append(lz4.block.decompress(view[at + 4 : at + 4 + size]))
+        at += 4 + size
+    return b"".join(parts)
 
 
 def _resized(inputs: RunInputs, dtype: type[np.signedinteger[Any]]) -> RunInputs:

@@ -61,6 +61,8 @@ def scored_types(config: ScoringConfig) -> list[str]:
 
 
 def _book_key(value: Any) -> Any:
+    if type(value) is str:  # most values (dates, states): the string itself, never equal to
+        return value  # the tuples below
     if value is None or isinstance(value, str | int | float | bool):
         return (type(value).__name__, value)
     return ("json", orjson.dumps(value, option=orjson.OPT_SORT_KEYS))

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     false,
     select,
+    text,
 )
 
 from telecrm.store.metadata import SequenceKey, metadata
@@ -41,6 +42,18 @@ profiles = Table(
     Column("deleted", Boolean, nullable=False, server_default=false()),
     Column("merged_into", String(128)),
     Column("updated_us", BigInteger, nullable=False),
+)
+
+# The live patients (not erased, not a merged visitor, with a patient id): what an analytics run
+# lists every day. Partial, so the list is a scan of this index alone (a third of the rows).
+# A query must state the same condition, as SQL text, for the planner to use the index.
+LIVE_WHERE = "deleted = false AND patient_id IS NOT NULL AND merged_into IS NULL"
+LIVE_WHERE_SQLITE = LIVE_WHERE.replace("false", "0")
+Index(
+    "ix_profiles_live",
+    profiles.c.patient_key,
+    sqlite_where=text(LIVE_WHERE_SQLITE),
+    postgresql_where=text(LIVE_WHERE),
 )
 
 # The latest `telecrm analytics run` per patient, kept beside the profile instead of folded from
