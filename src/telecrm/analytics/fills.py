@@ -27,7 +27,9 @@ from telecrm.security.shredding import open_payload, with_salts
 IN_CHUNK = 500  # patients per query: SQLite allows 32,766 bound parameters, keep lists short
 FILL_EVENTS = ("prescription.approved", "order.paid")
 
-_ROWS = (
+# Prescriptions with their sealed payload (and the patient's salt to open it); paid orders need
+# only their time and seq, so their payloads are not fetched at all.
+_PRESCRIPTIONS = (
     with_salts(
         select(
             events.c.event_id,
@@ -39,7 +41,12 @@ _ROWS = (
         )
     )
     .where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
-    .where(events.c.type.in_(FILL_EVENTS))
+    .where(events.c.type == "prescription.approved")
+)
+_PAID = (
+    select(events.c.type, events.c.patient_key, events.c.occurred_us, events.c.seq)
+    .where(events.c.patient_key.in_(bindparam("keys", expanding=True)))
+    .where(events.c.type == "order.paid")
 )
 
 
@@ -69,8 +76,11 @@ def fills_for(
     `upto`: only events with a seq at or below it."""
     rows: dict[str, list[Any]] = {k: [] for k in patient_keys}
     keys = list(dict.fromkeys(patient_keys))
-    query = _ROWS if upto is None else _ROWS.where(events.c.seq <= upto)
+    queries = [_PRESCRIPTIONS, _PAID]
+    if upto is not None:
+        queries = [q.where(events.c.seq <= upto) for q in queries]
     for start in range(0, len(keys), IN_CHUNK):
-        for row in conn.execute(query, {"keys": keys[start : start + IN_CHUNK]}):
-            rows[row.patient_key].append(row)
+        for query in queries:
+            for row in conn.execute(query, {"keys": keys[start : start + IN_CHUNK]}):
+                rows[row.patient_key].append(row)
     return {key: fills_from_rows(patient_rows, cipher) for key, patient_rows in rows.items()}
