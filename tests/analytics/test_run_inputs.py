@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, update
 
+from telecrm.analytics import event_arrays as ea
 from telecrm.analytics import inputs_store, run_inputs
 from telecrm.analytics import score_run as score_run_module
+from telecrm.analytics.event_table import EventTable
 from telecrm.analytics.inputs_store import StoredInputsRejected, load_inputs, log_frontier
 from telecrm.analytics.run_inputs import RunInputs, Take, combine
 from telecrm.analytics.score_run import ScoreRun
@@ -335,3 +337,56 @@ def test_packing_round_trips_across_lz4_blocks(data: bytes, block: int) -> None:
     finally:
         inputs_store.PACK_BLOCK = saved
     assert inputs_store._unpack(packed) == data
+
+
+ROWS = st.lists(
+    st.tuples(
+        st.integers(0, 4),  # patient
+        st.sampled_from([1.0, 2.5, 3.0]),  # time: ties are common
+        st.integers(0, 3),  # kind
+        st.sampled_from([float("nan"), 10.0, 20.0]),  # amount
+        st.sampled_from([float("nan"), 5.0]),  # ends
+        st.integers(-1, 2),  # subscription
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ROWS)
+def test_the_canonical_order_is_the_full_lexicographic_sort(rows: list[tuple]) -> None:
+    """Sorting by (patient, time) and by the rest only among ties gives the rows exactly the
+    order a sort on every key gives (the kept and the fully read history must match)."""
+    columns = (
+        [
+            np.asarray(c, dtype=float if i in (1, 3, 4) else np.int64)
+            for i, c in enumerate(zip(*rows, strict=True))
+        ]
+        if rows
+        else [np.zeros(0)] * 6
+    )
+    patient, t, kind, amount, ends, sub = columns
+    want = np.lexsort((sub, ends, amount, kind, t, patient))
+    got = ea.canonical_order(patient, t, (kind, amount, ends, sub))
+    assert got.tolist() == want.tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 33), st.integers(0, 4)), max_size=60))
+def test_events_are_ordered_by_patient_type_and_time(rows: list[tuple[int, int, int]]) -> None:
+    table = EventTable(
+        6,
+        np.asarray([r[0] for r in rows], dtype=np.int64),
+        np.asarray([r[1] for r in rows], dtype=np.int64),
+        np.asarray([r[2] for r in rows], dtype=np.int64),
+    )
+    ordered = run_inputs._canonical_events(table)
+    got = list(
+        zip(
+            ordered.patient.tolist(),
+            ordered.type_code.tolist(),
+            ordered.occurred_us.tolist(),
+            strict=True,
+        )
+    )
+    assert got == sorted(rows)

@@ -284,7 +284,7 @@ def canonical(log: EventArrays) -> EventArrays:
     rank = np.empty(len(subs), dtype=np.int64)
     rank[by_id] = np.arange(len(subs))
     sub = np.where(log.sub >= 0, rank[np.maximum(log.sub, 0)] if subs.size else -1, -1)
-    order = np.lexsort((sub, log.ends, log.amount, log.kind, log.t, log.patient))
+    order = canonical_order(log.patient, log.t, (log.kind, log.amount, log.ends, sub))
     return EventArrays(
         keys=log.keys,
         patient=log.patient[order],
@@ -297,7 +297,23 @@ def canonical(log: EventArrays) -> EventArrays:
     )
 
 
-def join(parts: Sequence[tuple[EventArrays, Sequence[str]]]) -> EventArrays:
+def canonical_order(patient: np.ndarray, t: np.ndarray, rest: tuple[np.ndarray, ...]) -> np.ndarray:
+    """The order of `np.lexsort((*reversed(rest), t, patient))`, sorting by (patient, t) in two
+    passes and by the `rest` only within the few runs of rows equal on both (same result)."""
+    order = np.lexsort((t, patient))
+    p, at = patient[order], t[order]
+    tied = (p[1:] == p[:-1]) & (at[1:] == at[:-1])
+    if tied.any():
+        in_run = np.zeros(order.size, dtype=np.bool_)
+        in_run[1:] |= tied
+        in_run[:-1] |= tied
+        rows = order[in_run]  # the tied rows, their runs in (patient, t) order already
+        keys = tuple(k[rows] for k in reversed(rest))
+        order[in_run] = rows[np.lexsort((*keys, t[rows], patient[rows]))]
+    return order
+
+
+def join(parts: Sequence[tuple[EventArrays, Sequence[str] | np.ndarray]]) -> EventArrays:
     """One history from parts, each with the patients to take from it (sorted; a patient taken
     from several parts has all their rows; one missing from a part's history is not in it)."""
     found = []
@@ -339,8 +355,8 @@ def locate(
     sorted_keys: Sequence[str] | np.ndarray, wanted: Sequence[str] | np.ndarray
 ) -> np.ndarray:
     """Positions of `wanted` in `sorted_keys`, -1 where absent (numpy, no dict of keys)."""
-    haystack = np.asarray(sorted_keys).astype(str)
-    needles = np.asarray(wanted).astype(str)
+    haystack = np.asarray(sorted_keys, dtype=str)  # no copy when already strings
+    needles = np.asarray(wanted, dtype=str)
     if not haystack.size or not needles.size:
         return np.full(needles.size, -1, dtype=np.int64)
     at = np.minimum(np.searchsorted(haystack, needles), haystack.size - 1)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Connection, Engine, select
 
 from telecrm.analytics import event_arrays as ea
@@ -164,9 +165,9 @@ class InputsReader:
     def since(self, live: list[str], stored: StoredInputs, upto: int) -> Gathered:
         """The kept columns of `stored`, with the events logged up to `upto` added."""
         old = stored.inputs
-        live_set = set(live)
-        known = [k for k in old.keys if k in live_set]
-        known_set = set(known)
+        old_keys = np.asarray(old.keys, dtype=str)
+        known_mask = ea.locate(np.asarray(live, dtype=str), old_keys) >= 0
+        known_set = set(old_keys[known_mask].tolist())
         new = [k for k in live if k not in known_set]
         in_log = {k for k in old.log.keys.tolist() if k in known_set}
         with self._engine.connect() as conn:
@@ -188,13 +189,17 @@ class InputsReader:
         for p in self._read(again, upto, events_of=(), fills_of=fills_again, log_of=log_again):
             fills = [k for k in p.keys if k in fills_again]
             takes.append(Take(p, p.keys, fills=fills, log=[k for k in p.keys if k in log_again]))
+
+        def among_old(keys: Collection[str]) -> npt.NDArray[np.bool_]:
+            return ea.locate(np.asarray(sorted(keys), dtype=str), old_keys) >= 0
+
         takes.append(
             Take(
                 old,
-                [k for k in known if k not in again_set],
-                events=known,
-                fills=[k for k in known if k not in fills_again],
-                log=[k for k in known if k in in_log],
+                known_mask & ~among_old(again_set),
+                events=known_mask,
+                fills=known_mask & ~among_old(fills_again),
+                log=known_mask & among_old(in_log),
             )
         )
         added = delta.inputs
