@@ -122,6 +122,24 @@ def build(base: Path, patients: int, seed: int) -> dict[str, Any]:
     }
 
 
+def _peak_mb() -> float | None:
+    """This process's peak RSS since `_reset_peak` (VmHWM), in MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def daily(base: Path, full_read: bool) -> dict[str, Any]:
     """One daily run on a fresh copy of the built store."""
     run_db = base / "run.db"
@@ -133,9 +151,11 @@ def daily(base: Path, full_read: bool) -> dict[str, Any]:
     run = score_run(rt)
     run.patient_keys()  # migrations and first connections: not part of a run
     rt.mappings()
+    reset = _reset_peak()
     started = time.perf_counter()
     report = run.run(NOW, full_read=full_read)
     run_s = time.perf_counter() - started
+    peak = _peak_mb() if reset else None
     started = time.perf_counter()
     projected = rt.worker().drain(1000)
     project_s = time.perf_counter() - started
@@ -162,6 +182,7 @@ def daily(base: Path, full_read: bool) -> dict[str, Any]:
         "sweep_examined": swept.examined,
         "scoring_and_lifecycle_seconds": round(run_s + project_s + sweep_s, 2),
         "kept_inputs_mb": round((kept or 0) / 1e6, 1),
+        "run_peak_rss_mb": peak,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -75,7 +76,12 @@ def _driver_insert(
         f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 (names from our own Table)
         f"VALUES ({', '.join([marker] * len(columns))}){tail}"
     )
-    params = [tuple(row[c] for c in columns) for row in rows]
+    # itemgetter builds each row's tuple in C: a fifth of a bulk write's time was this loop.
+    params = (
+        [(row[columns[0]],) for row in rows]
+        if len(columns) == 1
+        else list(map(itemgetter(*columns), rows))
+    )
     if len(params) == 1:
         conn.exec_driver_sql(sql, params[0])
     else:
