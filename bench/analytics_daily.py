@@ -32,13 +32,14 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from analytics_scoring import ingest_but_the_last_day  # the scoring bench's set-up, shared
 from telecrm.analytics.score_run import ScoreRun
 from telecrm.analytics.scoring_config import load_scoring_config
 from telecrm.analytics.tables import analytics_inputs
 from telecrm.bootstrap import Runtime, bootstrap
 from telecrm.domain.clock import FrozenClock
-from telecrm.domain.events import parse_event
 from telecrm.profiles.tables import profiles
 from telecrm.security.keyring import generate_master_key
 from telecrm.settings import Settings
@@ -83,22 +84,7 @@ def build(base: Path, patients: int, seed: int) -> dict[str, Any]:
     yesterday = NOW - timedelta(days=1)
     config = SimulationConfig(patients=patients, months=12, seed=seed, start=START.date())
     started = time.perf_counter()
-    buffer, last_day, accepted = [], [], 0
-    for wire in Simulation(config).events():
-        event = parse_event(wire, now=NOW)
-        if event.occurred_at >= yesterday:
-            last_day.append(event)
-            continue
-        buffer.append(event)
-        if len(buffer) == CHUNK:
-            accepted += intake.accept(
-                buffer, source="import", actor="bench", unknown_patients="skip"
-            ).accepted
-            buffer = []
-    if buffer:
-        accepted += intake.accept(
-            buffer, source="import", actor="bench", unknown_patients="skip"
-        ).accepted
+    accepted, last_day = ingest_but_the_last_day(intake, Simulation(config).events(), NOW)
     rt.worker().drain(1000)
     ingest_s = time.perf_counter() - started
     started = time.perf_counter()

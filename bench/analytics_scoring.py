@@ -185,6 +185,33 @@ def _parts_out(spent: dict[str, float], total: float) -> dict[str, float]:
 # -- 1. through the store -----------------------------------------------------------------------
 
 
+def ingest_but_the_last_day(
+    intake: Any, wire: Iterable[dict[str, Any]], now: datetime
+) -> tuple[int, list[Any]]:
+    """Simulated events through the intake in chunks of 2,000, except the last day's: those are
+    held back (they arrive between the first run and the daily run). (accepted, held back)"""
+    yesterday = now - timedelta(days=1)
+    buffer: list[Any] = []
+    last_day: list[Any] = []
+    accepted = 0
+    for e in wire:
+        parsed = parse_event(e, now=now)
+        if parsed.occurred_at >= yesterday:
+            last_day.append(parsed)
+            continue
+        buffer.append(parsed)
+        if len(buffer) == 2000:
+            accepted += intake.accept(
+                buffer, source="import", actor="bench", unknown_patients="skip"
+            ).accepted
+            buffer = []
+    if buffer:
+        accepted += intake.accept(
+            buffer, source="import", actor="bench", unknown_patients="skip"
+        ).accepted
+    return accepted, last_day
+
+
 def store_part(args: argparse.Namespace) -> dict[str, Any]:
     now = _now(args.months)
     config = load_scoring_config(None)
@@ -206,25 +233,8 @@ def store_part(args: argparse.Namespace) -> dict[str, Any]:
         # Set-up: simulate and ingest (streamed), then project.
         sim = Timed(_simulation(args, args.db_patients).events())
         started = time.perf_counter()
-        accepted = 0
-        buffer = []
         yesterday = now - timedelta(days=1)
-        last_day = []  # held back: they arrive between the first run and the daily run
-        for e in sim:
-            parsed = parse_event(e, now=now)
-            if parsed.occurred_at >= yesterday:
-                last_day.append(parsed)
-                continue
-            buffer.append(parsed)
-            if len(buffer) == 2000:
-                accepted += intake.accept(
-                    buffer, source="import", actor="bench", unknown_patients="skip"
-                ).accepted
-                buffer = []
-        if buffer:
-            accepted += intake.accept(
-                buffer, source="import", actor="bench", unknown_patients="skip"
-            ).accepted
+        accepted, last_day = ingest_but_the_last_day(intake, sim, now)
         ingest_wall = time.perf_counter() - started
         started = time.perf_counter()
         folded = rt.worker().drain(1000)
