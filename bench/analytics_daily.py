@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from analytics_scoring import ingest_but_the_last_day  # the scoring bench's set-up, shared
+from analytics_scoring import _reset_peak, _status, ingest_but_the_last_day  # shared set-up
 from telecrm.analytics.score_run import ScoreRun
 from telecrm.analytics.scoring_config import load_scoring_config
 from telecrm.analytics.tables import analytics_inputs
@@ -108,24 +108,6 @@ def build(base: Path, patients: int, seed: int) -> dict[str, Any]:
     }
 
 
-def _peak_mb() -> float | None:
-    """This process's peak RSS since `_reset_peak` (VmHWM), in MB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def daily(base: Path, full_read: bool) -> dict[str, Any]:
     """One daily run on a fresh copy of the built store."""
     run_db = base / "run.db"
@@ -141,7 +123,7 @@ def daily(base: Path, full_read: bool) -> dict[str, Any]:
     started = time.perf_counter()
     report = run.run(NOW, full_read=full_read)
     run_s = time.perf_counter() - started
-    peak = _peak_mb() if reset else None
+    peak = _status("VmHWM") if reset else None
     started = time.perf_counter()
     projected = rt.worker().drain(1000)
     project_s = time.perf_counter() - started
