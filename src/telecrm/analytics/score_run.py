@@ -1,12 +1,14 @@
 """`telecrm analytics run`: score every patient, and store the scores that changed beside the profiles.
 
-Two passes. The population models first, fitted on the whole event log: BG/NBD + Gamma-Gamma +
-sBG for the 12-month lifetime value, the calibrated churn model trained on the three latest
-fully observed windows. Then the patients in chunks: lead and engagement scores and PDC from the
-store, rounded as a CRM shows them, compared with what each patient holds, and the changed ones
-written in bulk to `profile_scores` (adherence sealed) in the chunk's transaction, which also
-marks them for the sync. Readers that show or send scores lay that row over the folded profile
-(`codec.lay_scores`).
+First the run's inputs as columns over every live patient: the last run's, kept sealed, with
+the events logged since added (`run_reads`), or everyone read from the store. Then the
+population models (a stored fit reused for a week, else fitted on the customers' history):
+BG/NBD + Gamma-Gamma + sBG for the 12-month lifetime value, the calibrated churn model trained
+on the three latest fully observed windows. Then everyone's lead and engagement scores and PDC
+at once (`run_scoring`), rounded as a CRM shows them and compared with what each patient holds;
+the changed ones are written in bulk to `profile_scores` (adherence sealed) in chunks, each in a
+transaction that also marks them for the sync. Readers that show or send scores lay that row
+over the folded profile (`codec.lay_scores`).
 
 Only a change that moves a stage goes through the event log: when a customer's churn risk
 crosses the at-risk cutoff (either way) the run also stores an `analytics.scored` event, so the
