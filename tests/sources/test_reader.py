@@ -5,6 +5,7 @@ The platform database is always PostgreSQL; telecrm's own store runs on SQLite a
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from telecrm.bootstrap import Runtime
+from telecrm.bulk_gc import YOUNG_THRESHOLD
 from telecrm.ingest.tables import events
 from telecrm.simulate.to_postgres import PlatformDatabase
 from telecrm.sources.tables import source_checkpoints
@@ -506,3 +508,15 @@ def test_pages_of_a_long_read_double_up_to_the_cap_and_read_every_row_once(
     assert len(keys) == len(set(keys)) == total > 20
     assert sizes[:3] == [3, 6, 10]
     assert all(s <= 10 for s in sizes)
+
+
+def test_a_run_collects_garbage_less_often_while_it_reads_and_restores_the_collector(
+    world: PlatformDatabase, make_reader: ReaderFactory
+) -> None:
+    before = gc.get_threshold()
+    during: list[int] = []
+    make_reader(after_read=lambda model, page: during.append(gc.get_threshold()[0])).run(
+        parallel=False
+    )
+    assert during and min(during) >= YOUNG_THRESHOLD
+    assert gc.get_threshold() == before

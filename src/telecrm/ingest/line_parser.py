@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from telecrm.domain.events import Event, EventRejected, parse_event
 
 
-@dataclass(slots=True)
-class ParsedEvent:
+class ParsedEvent(NamedTuple):
+    """An event in the form the log stores it. A named tuple: it crosses between processes as a
+    plain tuple (`tuple(e)`, and `ParsedEvent._make(t)` back), with no Python code per object on
+    either side of the pickle."""
+
     id: str
     type: str
     version: int
@@ -47,20 +50,6 @@ class ParsedEvent:
     @property
     def patient_key(self) -> str:
         return self.patient_id if self.patient_id is not None else f"anon:{self.anonymous_id}"
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The fields in order (`ParsedEvent(*t)` is the same event), for a cheap pickle."""
-        return (
-            self.id,
-            self.type,
-            self.version,
-            self.occurred_us,
-            self.patient_id,
-            self.anonymous_id,
-            self.payload,
-            self.keys,
-            self.fact_key,
-        )
 
     def log_record(self) -> tuple[bytes, tuple[str, ...], str | None]:
         return self.payload, self.keys, self.fact_key

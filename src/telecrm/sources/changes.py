@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -68,8 +68,10 @@ def json_value(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
+    """What telecrm keeps of a row it has read. A named tuple: the helper process sends it as a
+    plain tuple (`Snapshot._make(t)` back), with no Python code per object in the pickle."""
+
     row_key: str
     patient_id: str | None
     generation: int
@@ -79,18 +81,6 @@ class Snapshot:
 
     def columns_json(self) -> str:
         return orjson.dumps(dict(self.columns), option=orjson.OPT_SORT_KEYS).decode()
-
-    def as_tuple(self) -> tuple[str, str | None, int, str | None, Mapping[str, str], bool]:
-        """The fields in order (`Snapshot(*t)` is the same snapshot): the helper process sends
-        snapshots so, a plain tuple being far cheaper to pickle than a frozen dataclass."""
-        return (
-            self.row_key,
-            self.patient_id,
-            self.generation,
-            self.row_digest,
-            self.columns,
-            self.deleted,
-        )
 
 
 DIGEST_SCHEME = "b2:"  # row digests of this scheme start with it; older snapshots are HMAC ones

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from telecrm import bulk_gc
 from telecrm.domain.events import Event, EventRejected, parse_event
 from telecrm.ingest.intake import Storable
 from telecrm.ingest.line_parser import ParsedEvent
@@ -54,7 +55,9 @@ class PreparedRow:
 
 # What crosses the pipe: a prepared row as plain tuples. Pickling frozen and slotted dataclasses
 # runs Python code per object on both sides; tuples of built-in values do not (a 20,000-patient
-# load: 3.4 s of pickling down to 1.0 s, most of it in the reader).
+# load: 3.4 s of pickling down to 1.0 s, most of it in the reader). Snapshots and stored events
+# are named tuples, so both directions are a C-level copy of the fields (`tuple(x)`,
+# `tuple.__new__(cls, t)`).
 WireRow = tuple[Any, ...]
 
 
@@ -63,9 +66,9 @@ def to_wire(p: PreparedRow) -> WireRow:
     return (
         p.key,
         p.row,
-        None if p.before is None else p.before.as_tuple(),
-        None if p.snapshot is None else p.snapshot.as_tuple(),
-        [_stored(e).as_tuple() for e in p.events],
+        None if p.before is None else tuple(p.before),
+        None if p.snapshot is None else tuple(p.snapshot),
+        [tuple(_stored(e)) for e in p.events],
         p.rejected,
         p.deferred,
     )
@@ -78,14 +81,17 @@ def _stored(e: Storable) -> ParsedEvent:
     return ParsedEvent.of(e)
 
 
+_new = tuple.__new__  # a named tuple from its fields' tuple, without its Python-level __new__
+
+
 def from_wire(t: WireRow) -> PreparedRow:
     key, row, before, snapshot, events, rejected, deferred = t
     return PreparedRow(
         key,
         row,
-        None if before is None else Snapshot(*before),
-        None if snapshot is None else Snapshot(*snapshot),
-        [ParsedEvent(*e) for e in events],
+        None if before is None else _new(Snapshot, before),
+        None if snapshot is None else _new(Snapshot, snapshot),
+        [_new(ParsedEvent, e) for e in events],
         rejected,
         deferred,
     )
@@ -220,6 +226,7 @@ _helper: _Helper | None = None
 
 def _start(setup: HelperSetup) -> None:
     global _helper
+    bulk_gc.for_this_process()  # it only prepares pages: bulk work for its whole life
     _helper = _Helper(setup)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine
 
+from telecrm.bulk_gc import fewer_collections
 from telecrm.domain.clock import Clock, to_micros
 from telecrm.domain.events import Event, EventRejected, parse_event
 from telecrm.ingest.intake import EventIntake, IntakeResult, Storable
@@ -136,25 +137,26 @@ class SourceReader:
         chosen = [m for m in self.source.models if models is None or m.name in models]
         if parallel is None:
             parallel = self._worth_a_helper(chosen, full)
-        try:
-            for model in chosen:
-                mr = ModelReport(model.name)
-                report.models.append(mr)
-                try:
-                    self._run_model(model, mr, full=full, on_page=on_page, parallel=parallel)
-                except ModelStopped as exc:
-                    mr.stopped = str(exc)
-                    self._save_stop(model, str(exc))
-                    log.warning(
-                        "source.model_stopped",
-                        source=self.source.name,
-                        model=model.name,
-                        problem=exc.problem,
-                    )
-        finally:
-            if self._preparer is not None:
-                self._preparer.close()
-                self._preparer = None
+        with fewer_collections():
+            try:
+                for model in chosen:
+                    mr = ModelReport(model.name)
+                    report.models.append(mr)
+                    try:
+                        self._run_model(model, mr, full=full, on_page=on_page, parallel=parallel)
+                    except ModelStopped as exc:
+                        mr.stopped = str(exc)
+                        self._save_stop(model, str(exc))
+                        log.warning(
+                            "source.model_stopped",
+                            source=self.source.name,
+                            model=model.name,
+                            problem=exc.problem,
+                        )
+            finally:
+                if self._preparer is not None:
+                    self._preparer.close()
+                    self._preparer = None
         return report
 
     def preview(self, *, limit: int = 20) -> list[tuple[str, Event]]:
