@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,7 +11,7 @@ from telecrm.bulk_gc import YOUNG_THRESHOLD, fewer_collections
 
 
 @pytest.fixture(autouse=True)
-def _restore_thresholds():
+def _restore_thresholds() -> Iterator[None]:
     before = gc.get_threshold()
     yield
     gc.set_threshold(*before)
