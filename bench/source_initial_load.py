@@ -11,6 +11,11 @@ Prints JSON, with the load average before and after (the machine may be shared).
     .venv/bin/python bench/source_initial_load.py
     .venv/bin/python bench/source_initial_load.py --patients 20000 --reuse
     .venv/bin/python bench/source_initial_load.py --patients 20000 --reuse --store postgres
+
+Two experiments on the SQLite store (session 12, neither kept in telecrm): `--pragma NAME=VALUE`
+(repeatable) sets a PRAGMA on every connection of the store; `--drop-secondary-indexes` drops the
+per-patient event order and the pending queue's time index before the read and builds them after
+(timed apart), as a first load into an empty store could.
 """
 
 from __future__ import annotations
@@ -18,13 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from sqlalchemy import event, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +50,17 @@ from telecrm.sources.reader import SourceReader
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE = "telecrm_bench_platform"
 STORE_DATABASE = "telecrm_bench_store"
+# (name, how to build it again): indexes an empty store could do without during a first load
+SECONDARY_INDEXES = (
+    (
+        "ix_events_patient_order",
+        "CREATE INDEX ix_events_patient_order ON events (patient_key, occurred_us, seq)",
+    ),
+    (
+        "ix_pending_patients_enqueued_us",
+        "CREATE INDEX ix_pending_patients_enqueued_us ON pending_patients (enqueued_us)",
+    ),
+)
 
 
 def platform_rows(url: str) -> dict[str, int]:
@@ -103,7 +122,24 @@ def main() -> None:
         default="sqlite",
         help=f"telecrm's own store: a fresh SQLite file, or a fresh {STORE_DATABASE} database",
     )
+    parser.add_argument(
+        "--pragma",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PRAGMA for every connection of a SQLite store (repeatable), e.g. mmap_size=2147483648",
+    )
+    parser.add_argument(
+        "--drop-secondary-indexes",
+        action="store_true",
+        help="drop two secondary indexes before the read and build them after (SQLite store)",
+    )
     args = parser.parse_args()
+    if (args.pragma or args.drop_secondary_indexes) and args.store != "sqlite":
+        parser.error("--pragma and --drop-secondary-indexes are for the SQLite store")
+    for p in args.pragma:
+        if not re.fullmatch(r"[a-z_]+=-?\w+", p):
+            parser.error(f"--pragma takes NAME=VALUE, got {p!r}")
 
     url = ADMIN_URL.rsplit("/", 1)[0] + f"/{args.database}"
     config = SimulationConfig(
@@ -129,6 +165,21 @@ def main() -> None:
         embedded_worker=False,
     )
     rt = bootstrap(settings)
+    if args.pragma:
+        pragmas = list(args.pragma)
+
+        @event.listens_for(rt.engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            for p in pragmas:
+                cur.execute(f"PRAGMA {p}")  # checked NAME=VALUE above
+            cur.close()
+
+        rt.engine.dispose()  # connections opened by bootstrap get them too
+    if args.drop_secondary_indexes:
+        with rt.engine.begin() as conn:
+            for name, _ in SECONDARY_INDEXES:
+                conn.execute(text(f"DROP INDEX {name}"))
     source = load_sources(EXAMPLE_MODELS).source("platform")
     if args.page_size:
         source = source.model_copy(update={"page_size": args.page_size})
@@ -138,6 +189,13 @@ def main() -> None:
     began = time.perf_counter()
     report = reader.run(parallel={"auto": None, "on": True, "off": False}[args.parallel])
     seconds = time.perf_counter() - began
+    index_seconds = None
+    if args.drop_secondary_indexes:
+        built = time.perf_counter()
+        with rt.engine.begin() as conn:
+            for _, ddl in SECONDARY_INDEXES:
+                conn.execute(text(ddl))
+        index_seconds = round(time.perf_counter() - built, 1)
     load_after = os.getloadavg()
     scanned = sum(m.rows for m in report.models)
     print(
@@ -149,6 +207,8 @@ def main() -> None:
                 "platform_rows_total": sum(rows.values()),
                 "platform_rows": rows,
                 "store": args.store,
+                "pragmas": args.pragma,
+                "secondary_indexes_built_after_seconds": index_seconds,
                 "parallel": args.parallel,
                 "rows_scanned": scanned,
                 "events_emitted": report.events,
