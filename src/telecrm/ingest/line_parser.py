@@ -18,9 +18,9 @@ from telecrm.domain.events import Event, EventRejected, parse_event
 
 
 class ParsedEvent(NamedTuple):
-    """An event in the form the log stores it. A named tuple: it crosses between processes as a
-    plain tuple (`tuple(e)`, and `ParsedEvent._make(t)` back), with no Python code per object on
-    either side of the pickle."""
+    """An event in the form the log stores it. A named tuple, so a source's helper process can
+    send it as the plain tuple of its fields (`tuple(e)`), rebuilt with
+    `tuple.__new__(ParsedEvent, t)`: no Python code per event on either side of the pipe."""
 
     id: str
     type: str

@@ -69,8 +69,8 @@ def json_value(value: Any) -> Any:
 
 
 class Snapshot(NamedTuple):
-    """What telecrm keeps of a row it has read. A named tuple: the helper process sends it as a
-    plain tuple (`Snapshot._make(t)` back), with no Python code per object in the pickle."""
+    """What telecrm keeps of a row it has read. A named tuple, so the helper process sends it as
+    the plain tuple of its fields, rebuilt with `tuple.__new__(Snapshot, t)` (prepare.py)."""
 
     row_key: str
     patient_id: str | None
