@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from telecrm.bulk_gc import YOUNG_THRESHOLD, fewer_collections
+from telecrm.bulk_gc import YOUNG_THRESHOLD, fewer_collections, no_cyclic_collection
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +36,22 @@ def test_a_higher_threshold_set_by_the_user_is_kept() -> None:
     with fewer_collections():
         assert gc.get_threshold()[0] == 200_000
     assert gc.get_threshold() == (200_000, 10, 10)
+
+
+def test_no_cyclic_collection_turns_the_collector_off_and_back_on() -> None:
+    assert gc.isenabled()
+    with no_cyclic_collection():
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() > 0  # what lived before is left out of later passes
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+def test_no_cyclic_collection_leaves_a_disabled_collector_disabled() -> None:
+    gc.disable()
+    try:
+        with no_cyclic_collection():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

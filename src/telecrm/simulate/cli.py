@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from telecrm.bulk_gc import no_cyclic_collection
 from telecrm.simulate.config import SimulationConfig
 from telecrm.simulate.generator import Simulation
 from telecrm.simulate.ground_truth import truth_header
@@ -122,7 +121,7 @@ def simulate(
             raise _fail(f"the folder for {flag} does not exist", "create it first", 2)
 
     try:
-        with _no_cyclic_gc():
+        with no_cyclic_collection():
             written, seconds = _run(config, out, truth, progress)
     except OSError as exc:
         raise _fail(
@@ -184,22 +183,6 @@ def _send(
         raise _fail(
             f"{len(report.failed):,} request(s) failed ({shown})", "see the intake's logs", 1
         )
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """The stream makes no reference cycles, but hundreds of thousands of live journeys make
-    every full collection slow (about a quarter of the run time at 200,000 patients)."""
-    was_enabled = gc.isenabled()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-        gc.unfreeze()
 
 
 def _run(config: SimulationConfig, out: Path, truth: Path | None, show: bool) -> tuple[int, float]:
